@@ -1,0 +1,91 @@
+"""The PixelCNN decoder head shared by the VAE family.
+
+horizon h = 0: no pixel path (a plain VAE decoder). h >= 1: one mask-A convolution of kernel 2h+1 and then only
+1x1 convolutions, so the parameters at (i, j) see exactly the pixels (i', j') with i-h <= i' < i, |j'-j| <= h, or
+i' = i, j-h <= j' < j. h = None: the full PixelCNN, a 7x7 mask-A convolution and 3x3 mask-B residual blocks,
+which sees only pixels strictly before (i, j) in raster order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def causal_mask(kernel: int, include_center: bool) -> torch.Tensor:
+    """[k, k] mask: every row above the centre, and the centre row left of (mask A) or up to (mask B) the centre."""
+    m = torch.zeros(kernel, kernel)
+    c = kernel // 2
+    m[:c, :] = 1
+    m[c, :c + int(include_center)] = 1
+    return m
+
+
+class MaskedConv2d(nn.Conv2d):
+    def __init__(self, cin: int, cout: int, kernel: int, include_center: bool):
+        super().__init__(cin, cout, kernel, padding=kernel // 2)
+        self.register_buffer("mask", causal_mask(kernel, include_center)[None, None].expand_as(self.weight).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class ResBlock(nn.Module):
+    """x + ReLU(conv(ReLU(conv(ReLU(conv(x)))))) with 1x1 convs (local) or 3x3 mask-B convs (full)."""
+
+    def __init__(self, width: int, full: bool):
+        super().__init__()
+        make = (lambda: MaskedConv2d(width, width, 3, include_center=True)) if full else (lambda: nn.Conv2d(width, width, 1))
+        self.convs = nn.ModuleList([make() for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for conv in self.convs:
+            y = conv(F.relu(y))
+        return x + F.relu(y)
+
+
+class PixelCNNHead(nn.Module):
+    def __init__(self, in_channels: int, feature_channels: int, width: int, n_res: int, out_channels: int,
+                 horizon: int | None, full_kernel: int = 7):
+        super().__init__()
+        self.horizon = horizon
+        self.full = horizon is None
+        kernel = full_kernel if self.full else 2 * horizon + 1
+        has_pixels = self.full or horizon > 0
+        self.pixel_conv = MaskedConv2d(in_channels, width // 2, kernel, include_center=False) if has_pixels else None
+        self.feature_conv = nn.Conv2d(feature_channels, width - width // 2 if has_pixels else width, 1)
+        self.blocks = nn.ModuleList([ResBlock(width, self.full) for _ in range(n_res)])
+        self.out = nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, out_channels, 1))
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        h = self.feature_conv(features)
+        if self.pixel_conv is not None:
+            h = torch.cat([self.pixel_conv(x), h], dim=1)
+        return self._tail(h)
+
+    def _tail(self, h: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
+
+    def params_at(self, x: torch.Tensor, features: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Parameters at the positions (rows[p], cols[p]) only -> [B, P_out, P]; local heads only.
+
+        Every layer after the masked convolution is 1x1, so a position needs only its own (2h+1)^2 patch:
+        sampling costs one full forward pass in total instead of one per pixel."""
+        assert not self.full, "params_at needs a local head"
+        b = x.shape[0]
+        feats = features[:, :, rows, cols]                                      # [B, F, P]
+        h = self.feature_conv(feats[..., None])                                 # [B, w, P, 1]
+        if self.pixel_conv is not None:
+            k = self.pixel_conv.kernel_size[0]
+            xp = F.pad(x, (k // 2,) * 4)
+            offs = torch.arange(k, device=x.device)
+            r = (rows[:, None, None] + offs[None, :, None]).expand(-1, k, k)
+            c = (cols[:, None, None] + offs[None, None, :]).expand(-1, k, k)
+            patches = xp[:, :, r, c].permute(0, 2, 1, 3, 4).reshape(b, len(rows), -1)  # [B, P, C*k*k]
+            w = (self.pixel_conv.weight * self.pixel_conv.mask).flatten(1)      # [w/2, C*k*k]
+            px = (patches @ w.t() + self.pixel_conv.bias).permute(0, 2, 1)[..., None]
+            h = torch.cat([px, h], dim=1)
+        return self._tail(h)[..., 0]

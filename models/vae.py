@@ -1,0 +1,197 @@
+"""The VAE family of the paper: vae (h = 0), lpvae (local PixelCNN decoder, horizon h >= 1), fpvae (full PixelCNN).
+
+MNIST model (preset `paper`): encoder MLP D-500-500 (BatchNorm, ReLU) with a linear mean head and a softplus std
+head; decoder MLP z-500-500 (BatchNorm, ReLU) -> a 16-channel feature map at image size -> the PixelCNN head ->
+a discretized mixture of 10 logistics. Trained on the plain single-sample ELBO.
+All methods take images as floats in [-1, 1] or as uint8 levels (converted on the way in).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from repbench.api import REPRESENTATION_KINDS, TorchLearner
+from repbench.metrics.information import kl_to_standard_normal
+from repbench.registry import RepbenchError
+
+from .dmol import dmol_log_prob, dmol_sample, params_per_channel, to_unit
+from .pixelcnn import PixelCNNHead
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    z_dim: int = 32
+    hidden: int = 500            # encoder / decoder MLP width
+    feature_channels: int = 16   # channels of the decoder's feature map fed to the PixelCNN head
+    width: int = 256             # PixelCNN head width
+    n_res: int = 5               # residual blocks in the head
+    n_mix: int = 10              # logistic mixture components
+    full_kernel: int = 7         # fpvae's first (mask-A) kernel
+
+
+PRESETS = {
+    "paper": VAEConfig(),
+    "quick": VAEConfig(hidden=500, width=64),
+    "smoke": VAEConfig(z_dim=8, hidden=64, feature_channels=4, width=16, n_res=2, n_mix=3),
+}
+
+
+def as_unit(x: torch.Tensor) -> torch.Tensor:
+    return to_unit(x) if x.dtype == torch.uint8 else x
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class VAEModel(nn.Module):
+    def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int], horizon: int | None):
+        super().__init__()
+        c, h, w = image_shape
+        self.cfg, self.image_shape = cfg, image_shape
+        d = c * h * w
+        self.encoder = mlp([d, cfg.hidden, cfg.hidden])
+        self.mean_head = nn.Linear(cfg.hidden, cfg.z_dim)
+        self.std_head = nn.Linear(cfg.hidden, cfg.z_dim)
+        self.decoder = nn.Sequential(mlp([cfg.z_dim, cfg.hidden, cfg.hidden]),
+                                     nn.Linear(cfg.hidden, cfg.feature_channels * h * w))
+        self.head = PixelCNNHead(c, cfg.feature_channels, cfg.width, cfg.n_res, params_per_channel(cfg.n_mix),
+                                 horizon, cfg.full_kernel)
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.encoder(as_unit(x).flatten(1))
+        return self.mean_head(e), F.softplus(self.std_head(e))
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        _, h, w = self.image_shape
+        return self.decoder(z).view(len(z), self.cfg.feature_channels, h, w)
+
+    def decoder_params(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.head(as_unit(x), self.features(z))
+
+    def pixel_log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return dmol_log_prob(as_unit(x), params, self.cfg.n_mix)
+
+    def elbo_terms(self, x: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Single-sample NLL and analytic KL per image, in nats; `z` may be given instead of sampled."""
+        x = as_unit(x)
+        mean, std = self.posterior(x)
+        if z is None:
+            z = mean + std * torch.randn_like(std)
+        nll = -self.pixel_log_prob(x, self.decoder_params(x, z)).sum((1, 2, 3))
+        return {"nll_nats": nll, "kl_nats": kl_to_standard_normal(mean, std)}
+
+    @torch.inference_mode()
+    def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample images from p(x|z) pixel by pixel in raster order -> floats in [-1, 1] at exact levels."""
+        feats = self.features(z)
+        c, h, w = self.image_shape
+        x = torch.zeros(len(z), c, h, w, device=z.device)
+        if self.head.horizon == 0:  # no autoregression: every pixel at once
+            return dmol_sample(self.head(x, feats), self.cfg.n_mix, generator)
+        for i in range(h):
+            for j in range(w):
+                if self.head.full:  # rows below i are outside the causal field, so crop them away
+                    p = self.head(x[:, :, :i + 1], feats[:, :, :i + 1])[:, :, i:i + 1, j:j + 1]
+                else:
+                    idx = torch.tensor([i], device=z.device), torch.tensor([j], device=z.device)
+                    p = self.head.params_at(x, feats, *idx)[..., None]
+                x[:, :, i, j] = dmol_sample(p, self.cfg.n_mix, generator)[:, :, 0, 0]
+        return x
+
+
+class VAEFamily(TorchLearner):
+    """Shared learner code; subclasses fix the decoder's horizon."""
+    kinds = REPRESENTATION_KINDS
+    config_class = VAEConfig
+    presets = PRESETS
+
+    horizon: int | None = 0  # pixels of context; None = the full raster-order past
+
+    def validate(self) -> None:
+        if self.image_shape[0] != 1:
+            raise RepbenchError(f"learner '{self.name}' has only the grayscale (MNIST) architecture so far; "
+                                f"images of shape {self.image_shape} need the colour models")
+        h = self.horizon
+        if h is not None and h > max(self.image_shape[1:]):
+            raise RepbenchError(f"h = {h} is wider than the image {self.image_shape[1:]}; use fpvae for full context")
+
+    def build_module(self) -> VAEModel:
+        return VAEModel(self.config, self.image_shape, self.horizon)
+
+    def loss(self, module: VAEModel, x_uint8: torch.Tensor) -> torch.Tensor:
+        t = module.elbo_terms(to_unit(x_uint8))
+        return (t["nll_nats"] + t["kl_nats"]).mean()
+
+    # The design's plain-tensor API, delegated to the module.
+    def posterior(self, x):
+        return self.module.posterior(x)
+
+    def decoder_params(self, x, z):
+        return self.module.decoder_params(x, z)
+
+    def pixel_log_prob(self, x, params):
+        return self.module.pixel_log_prob(x, params)
+
+    def elbo_terms(self, x, z=None):
+        return self.module.elbo_terms(x, z)
+
+    def represent(self, x: torch.Tensor, kind: str = "mean", generator: torch.Generator | None = None) -> torch.Tensor:
+        self.check_kind(kind)
+
+        def rep(xb):
+            mean, std = self.module.posterior(xb)
+            if kind == "mean":
+                return mean
+            if kind == "embedding":
+                return torch.cat([mean, std], dim=1)
+            return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+        return self.batched(rep, x)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images from the model (z from the prior), uint8 [n, C, H, W]."""
+        z = torch.randn(n, self.config.z_dim, generator=generator, device=self.device)
+        return _levels(self.module.eval().generate(z, generator))
+
+    def reconstruct(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decode the posterior mean of x by sampling from p(x|z), uint8."""
+        mean, _ = self.batched(self.module.posterior, x)
+        return _levels(self.module.eval().generate(mean, generator))
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    return torch.round((x + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu()
+
+
+class VAE(VAEFamily):
+    """The VAE baseline: a decoder that sees no pixels (h = 0)."""
+    name = "vae"
+    horizon = 0
+
+
+class LPVAE(VAEFamily):
+    """Local PixelCNN VAE: the decoder sees a horizon of h pixels above and to the left of each pixel."""
+    name = "lpvae"
+    extra_options = {"h": 2}
+
+    def validate(self) -> None:
+        h = self.options.get("h", 2)
+        if isinstance(h, bool) or not isinstance(h, int) or h < 0:
+            raise RepbenchError(f"h must be an integer >= 0 (0 is the plain vae), got {h!r}")
+        super().validate()
+
+    @property
+    def horizon(self) -> int:
+        return self.options.get("h", 2)
+
+
+class FPVAE(VAEFamily):
+    """Full PixelCNN VAE: the decoder sees every pixel before (i, j) in raster order."""
+    name = "fpvae"
+    horizon = None

@@ -1,0 +1,130 @@
+"""The one training loop: Adam, seeded batches, a checkpoint every epoch, resume, and a NaN guard.
+
+Reproducible on CPU: batch order comes from (seed, epoch) and the torch RNG state is saved in every checkpoint,
+so a run resumed from epoch k ends with the same weights as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .registry import RepbenchError
+
+CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
+LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (module, uint8 batch) -> mean nats per image
+
+
+class NonFiniteLoss(RepbenchError):
+    pass
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write atomically, so an interruption mid-write never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise RepbenchError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise RepbenchError(f"checkpoint {path} is corrupt or not a repbench checkpoint "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise RepbenchError(f"checkpoint {path} is not a repbench checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return payload
+
+
+def batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def evaluate(module: torch.nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_size: int) -> float:
+    """Mean loss in nats per image over x, in eval mode; the RNG state is left as it was."""
+    was_training = module.training
+    module.eval()
+    total = 0.0
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            total += float(loss_fn(module, x[i:i + batch_size])) * len(x[i:i + batch_size])
+    module.train(was_training)
+    return total / len(x)
+
+
+def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cfg: TrainConfig, seed: int,
+          checkpoint: Path | None = None, resume: bool = False, test_x: torch.Tensor | None = None,
+          meta: dict[str, Any] | None = None, on_epoch: Callable[[dict], None] | None = None,
+          progress: bool = True, nats_per_unit: float = 1.0) -> list[dict]:
+    """Train `module` in place; return the per-epoch history [{epoch, train_loss, test_loss}].
+
+    `loss_fn` returns the mean loss in nats per image; the history reports it divided by `nats_per_unit`
+    (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device."""
+    device = train_x.device
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+    history: list[dict] = []
+    start = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        module.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, start = list(state["history"]), state["epoch"]
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+    else:
+        torch.manual_seed(seed + 1)
+    for epoch in range(start + 1, cfg.epochs + 1):
+        module.train()
+        order = batch_order(len(train_x), seed, epoch).to(device)
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
+                   leave=False, unit="batch", dynamic_ncols=True)
+        total, seen = 0.0, 0
+        for step, i in enumerate(bar):
+            idx = order[i:i + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            loss = loss_fn(module, train_x[idx])
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(_nan_message(loss, epoch, step, checkpoint, start_epoch=epoch - 1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{total / seen / nats_per_unit:.4f}")
+        record = {"epoch": epoch, "train_loss": total / seen / nats_per_unit}
+        if test_x is not None:
+            record["test_loss"] = evaluate(module, loss_fn, test_x, cfg.eval_batch_size) / nats_per_unit
+        if not all(torch.isfinite(p).all() for p in module.parameters()):
+            raise NonFiniteLoss(_nan_message(float("nan"), epoch, "end", checkpoint, start_epoch=epoch - 1))
+        history.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                **(meta or {}), "model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                "history": history, "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "train_config": asdict(cfg), "finished": epoch == cfg.epochs})
+        if on_epoch is not None:
+            on_epoch(record)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    return history
+
+
+def _nan_message(loss, epoch, step, checkpoint, start_epoch) -> str:
+    kept = (f"the last good checkpoint (epoch {start_epoch}) is kept at {checkpoint}"
+            if checkpoint is not None and checkpoint.exists() else "no checkpoint had been written yet")
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    return f"training stopped: non-finite loss ({value}) at epoch {epoch}, step {step}; {kept}"

@@ -1,0 +1,74 @@
+"""Every registered learner, parametrized over the registry: a new learner is tested for free."""
+import pytest
+import torch
+
+import repbench
+from repbench.registry import RepbenchError
+
+from conftest import tiny
+
+LEARNERS = repbench.list_learners()
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_trains_two_steps_and_represents(name, synthetic):
+    learner = tiny(name, epochs=1, batch_size=50, train_limit=100)
+    assert learner.fit(synthetic.train_x[:100], progress=False) is learner
+    assert len(learner.history) == 1 and all(map(torch.isfinite, map(torch.tensor, learner.history[0].values())))
+    x = synthetic.test_x[:10]
+    for kind in ("mean", "sample", "embedding"):
+        if kind not in learner.kinds:
+            with pytest.raises(RepbenchError, match="representation kinds"):
+                learner.represent(x, kind)
+            continue
+        rep = learner.represent(x, kind)
+        assert rep.ndim == 2 and len(rep) == 10 and torch.isfinite(rep).all(), kind
+    with pytest.raises(RepbenchError):
+        learner.represent(x, "no-such-kind")
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_unknown_option_names_the_valid_ones(name):
+    with pytest.raises(RepbenchError, match="its options:"):
+        repbench.create_learner(name, preset="smoke", no_such_option=1)
+
+
+def test_lpvae_h0_is_the_vae(synthetic):
+    a, b = tiny("vae"), tiny("lpvae", h=0)
+    sa, sb = a.module.state_dict(), b.module.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("h", [-1, 1.5, "2", True])
+def test_bad_h_is_refused(h):
+    with pytest.raises(RepbenchError, match="h must be an integer >= 0"):
+        repbench.create_learner("lpvae", preset="smoke", h=h)
+
+
+def test_any_horizon_builds():
+    for h in (1, 4, 7):
+        learner = tiny("lpvae", h=h)
+        assert learner.module.head.pixel_conv.kernel_size == (2 * h + 1, 2 * h + 1)
+
+
+@pytest.mark.parametrize("name", ["vae", "lpvae", "fpvae"])
+def test_sampling_gives_images(name):
+    learner = tiny(name, image_shape=(1, 6, 6))
+    g = torch.Generator().manual_seed(0)
+    imgs = learner.sample(3, g)
+    assert imgs.shape == (3, 1, 6, 6) and imgs.dtype == torch.uint8
+    again = learner.sample(3, torch.Generator().manual_seed(0))
+    assert torch.equal(imgs, again)
+
+
+def test_local_sampling_uses_the_full_decoder_params():
+    """Per-position decoding (used for sampling) equals the convolutional decoder at every pixel."""
+    learner = tiny("lpvae", h=2, image_shape=(1, 7, 7))
+    m = learner.module.eval()
+    x, z = torch.rand(2, 1, 7, 7) * 2 - 1, torch.randn(2, learner.config.z_dim)
+    with torch.inference_mode():
+        full = m.decoder_params(x, z)
+        feats = m.features(z)
+        rows, cols = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
+        at = m.head.params_at(x, feats, rows.flatten(), cols.flatten())
+    assert torch.allclose(at.view_as(full), full, atol=1e-5)

@@ -1,0 +1,89 @@
+"""The training loop: reproducible, resumable, guarded against NaN; checkpoints round-trip."""
+import pytest
+import torch
+
+import repbench
+from repbench.registry import RepbenchError
+from repbench.train import NonFiniteLoss, load_checkpoint
+
+from conftest import tiny
+
+OPTS = dict(epochs=3, batch_size=50, train_limit=200)
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.module.state_dict(), b.module.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_same_seed_same_numbers(synthetic):
+    a = tiny("lpvae", h=1, **OPTS).fit(synthetic.train_x[:200], progress=False)
+    b = tiny("lpvae", h=1, **OPTS).fit(synthetic.train_x[:200], progress=False)
+    c = tiny("lpvae", h=1, seed=1, **OPTS).fit(synthetic.train_x[:200], progress=False)
+    assert same_weights(a, b) and a.history == b.history
+    assert not same_weights(a, c)
+
+
+def test_resume_after_interruption_matches_uninterrupted(synthetic, tmp_path):
+    x = synthetic.train_x[:200]
+    full = tiny("lpvae", h=1, **OPTS).fit(x, checkpoint=tmp_path / "full.pt", progress=False)
+
+    broken = tiny("lpvae", h=1, **OPTS)
+    calls = {"n": 0}
+    real_loss = broken.loss
+
+    def interrupt_in_epoch_3(module, xb):  # 4 steps an epoch: the 10th call is inside epoch 3
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return real_loss(module, xb)
+    broken.loss = interrupt_in_epoch_3
+    with pytest.raises(KeyboardInterrupt):
+        broken.fit(x, checkpoint=tmp_path / "run.pt", progress=False)
+    assert load_checkpoint(tmp_path / "run.pt")["epoch"] == 2
+
+    resumed = tiny("lpvae", h=1, **OPTS).fit(x, checkpoint=tmp_path / "run.pt", resume=True, progress=False)
+    assert same_weights(full, resumed)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history == full.history
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):
+    learner = tiny("vae", **OPTS)
+    real_loss, calls = learner.loss, {"n": 0}
+
+    def nan_in_epoch_2(module, xb):
+        calls["n"] += 1
+        loss = real_loss(module, xb)
+        return loss * float("nan") if calls["n"] == 6 else loss
+    learner.loss = nan_in_epoch_2
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss \(nan\) at epoch 2.*last good checkpoint \(epoch 1\)"):
+        learner.fit(synthetic.train_x[:200], checkpoint=tmp_path / "c.pt", progress=False)
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_save_load_round_trip(synthetic, tmp_path):
+    learner = tiny("lpvae", h=2, epochs=1, train_limit=100).fit(synthetic.train_x[:100], progress=False)
+    learner.save(tmp_path / "m.pt")
+    back = repbench.load_learner(tmp_path / "m.pt")
+    assert back.name == "lpvae" and back.options == learner.options and back.preset == "smoke"
+    x = synthetic.test_x[:16]
+    for kind in ("mean", "embedding"):
+        assert torch.equal(learner.represent(x, kind), back.represent(x, kind))
+    z = torch.randn(16, learner.config.z_dim)
+    with torch.inference_mode():
+        assert torch.equal(learner.decoder_params(x, z), back.decoder_params(x, z))
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(RepbenchError, match="corrupt"):
+        repbench.load_learner(bad)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(RepbenchError, match="not a repbench checkpoint"):
+        repbench.load_learner(tmp_path / "foreign.pt")
+    with pytest.raises(RepbenchError, match="does not exist"):
+        repbench.load_learner(tmp_path / "missing.pt")
