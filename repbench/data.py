@@ -96,7 +96,7 @@ def read_idx(path: Path) -> np.ndarray:
             raise ValueError("bad magic number")
         ndim = raw[3]
         shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-        return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+        return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
     except (OSError, ValueError, EOFError) as exc:
         raise RepbenchError(f"cannot read IDX file {path}: {exc}") from None
 

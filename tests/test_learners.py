@@ -72,3 +72,13 @@ def test_local_sampling_uses_the_full_decoder_params():
         rows, cols = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
         at = m.head.params_at(x, feats, rows.flatten(), cols.flatten())
     assert torch.allclose(at.view_as(full), full, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU training path is not tested here")
+@pytest.mark.parametrize("name", LEARNERS)
+def test_trains_on_gpu(name, synthetic):
+    learner = tiny(name, epochs=1, batch_size=50, train_limit=100, device="cuda")
+    learner.fit(synthetic.train_x[:100], synthetic.test_x[:50], progress=False)
+    assert next(learner.module.parameters()).is_cuda
+    assert learner.represent(synthetic.test_x[:10], "mean").is_cuda

@@ -1,0 +1,115 @@
+"""The command line: every bad input gives one line on stderr and a non-zero exit, never a traceback."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from repbench.cli import EXIT_ERROR, cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, pattern):
+    import re
+    assert result.exit_code == EXIT_ERROR, result.output
+    err = result.stderr.strip()
+    assert "Traceback" not in result.output and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and re.search(pattern, err), err
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--model", "lpvea"], r"unknown learner 'lpvea'; did you mean 'lpvae'\? available: .*fpvae.*vae"),
+    (["--dataset", "nope"], r"unknown dataset 'nope'.*available: .*mnist5k"),
+    (["--model", "lpvae", "--h", "-1"], r"h must be an integer >= 0"),
+    (["--model", "fpvae", "--h", "2"], r"learner 'fpvae' takes no option 'h'"),
+    (["--model", "vae", "--h", "1"], r"learner 'vae' takes no option 'h'"),
+    (["-o", "widht=3"], r"takes no option 'widht' \(did you mean 'width'\?\)"),
+    (["-o", "width=wide"], r"width' expects int, got 'wide'"),
+    (["-o", "novalue"], r"--option expects KEY=VALUE"),
+])
+def test_bad_input_is_one_line(args, pattern, tmp_path):
+    assert_one_line_error(invoke("run", "--results-dir", str(tmp_path), *args), pattern)
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    result = invoke("run", "--dataset", "mnist", "--data-root", str(tmp_path), "--results-dir", str(tmp_path))
+    assert_one_line_error(result, r"dataset 'mnist' not found .*--download")
+
+
+def test_resume_without_an_interrupted_run(tmp_path):
+    result = invoke("run", "--preset", "smoke", "--dataset", "synthetic", "--resume", "--results-dir", str(tmp_path))
+    assert_one_line_error(result, r"no interrupted run")
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path):
+    common = ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "--grid", "0", "-q",
+              "--results-dir", str(tmp_path)]
+    assert invoke(*common).exit_code == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**state, "status": "KILLED"}))
+    (folder / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    assert_one_line_error(invoke(*common, "--resume"), r"checkpoint .* is corrupt")
+
+
+def test_nan_loss_fails_the_run_cleanly(tmp_path):
+    result = invoke("run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-o", "lr=1e30", "-q",
+                    "--results-dir", str(tmp_path))
+    assert_one_line_error(result, r"non-finite loss")
+    (folder,) = (tmp_path / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert state["status"] == "FAILED" and "non-finite" in state["error"]
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(state["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "non-finite" in run.data.tags["error"]
+
+
+def test_ls_lists_learners_datasets_presets():
+    out = invoke("ls").output
+    for name in ("vae", "lpvae", "fpvae", "mnist5k", "fashion-mnist", "cifar10", "svhn", "synthetic", "smoke",
+                 "quick", "paper"):
+        assert name in out
+
+
+def test_run_help_documents_every_option():
+    out = invoke("run", "--help").output
+    for opt in ("--model", "--h", "--dataset", "--preset", "--seed", "--epochs", "--device", "--tracking-uri",
+                "--resume", "--option", "--download", "--data-root", "--results-dir"):
+        assert opt in out
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_mlflow_run(tmp_path):
+    """A real process, a real Ctrl-C (SIGINT), then --resume."""
+    args = [sys.executable, "-m", "repbench.cli", "run", "--model", "vae", "--preset", "smoke", "--dataset",
+            "synthetic", "--epochs", "60", "-o", "train_limit=600", "--grid", "0", "-q", "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("runs/*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    (folder,) = (tmp_path / "runs").iterdir()
+    first = json.loads((folder / "run.json").read_text())
+    assert first["status"] == "KILLED"
+
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    final = json.loads((folder / "run.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert final["status"] == "FINISHED" and final["mlflow_run_id"] == first["mlflow_run_id"]
+    assert [r["epoch"] for r in metrics["history"]] == list(range(1, 61))
+    from mlflow.tracking import MlflowClient
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "bpd" in run.data.metrics

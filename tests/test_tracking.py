@@ -1,0 +1,93 @@
+"""Runs land in a real MLflow store: a SQLite file, or a real `mlflow server` over HTTP on 127.0.0.1."""
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from repbench.runner import RunSpec, run
+
+
+def smoke_spec(results_dir, **kw):
+    base = dict(learner="lpvae", options={"h": 1, "epochs": 2}, dataset="synthetic", preset="smoke",
+                results_dir=results_dir, progress=False, grid=4)
+    return RunSpec(**{**base, **kw})
+
+
+def check_logged_run(client: MlflowClient, record: dict):
+    r = client.get_run(record["mlflow_run_id"])
+    assert r.info.status == "FINISHED" and r.info.run_name == record["name"]
+    p = r.data.params
+    assert p["learner"] == "lpvae" and p["options.h"] == "1" and p["preset"] == "smoke" and p["dataset"] == "synthetic"
+    assert p["model_config.width"] == "16" and p["train_config.epochs"] == "2" and "env.git_commit" in p
+    assert p["env.torch"] and p["seed"] == "0"
+    assert r.data.tags["learner"] == "lpvae" and r.data.tags["display_name"] == "lpvae-h1"
+    for name in ("bpd", "mutual_info", "cond_entropy"):
+        assert r.data.metrics[name] == pytest.approx(record["metrics"][name])
+    history = client.get_metric_history(r.info.run_id, "test_loss")
+    assert sorted(m.step for m in history) == [1, 2]
+    arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"checkpoint.pt", "metrics.json", "samples.png", "run.json"} <= arts
+
+
+def test_run_logs_to_local_sqlite_store(results_dir):
+    record = run(smoke_spec(results_dir))
+    assert (results_dir / "mlflow.db").exists()
+    check_logged_run(MlflowClient(f"sqlite:///{results_dir / 'mlflow.db'}"), record)
+    on_disk = json.loads((Path(record["folder"]) / "metrics.json").read_text())
+    assert on_disk["metrics"] == record["metrics"] and on_disk["units"]["bpd"] == "bits/dim"
+    png = (Path(record["folder"]) / "samples.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tracking_failure_keeps_the_results(results_dir):
+    with pytest.warns(RuntimeWarning, match="MLflow tracking .* failed"):
+        record = run(smoke_spec(results_dir, tracking_uri="sqlite:////proc/no/such/dir/mlflow.db"))
+    assert record["status"] == "FINISHED" and record["tracking_error"] and record["mlflow_run_id"] is None
+    saved = json.loads((Path(record["folder"]) / "metrics.json").read_text())
+    assert saved["metrics"]["bpd"] == record["metrics"]["bpd"] > 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    mlflow = shutil.which("mlflow") or pytest.skip("the mlflow command is not on PATH")
+    port = free_port()
+    proc = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not come up within 90 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_run_logs_to_a_real_mlflow_server(mlflow_server, results_dir):
+    record = run(smoke_spec(results_dir, tracking_uri=mlflow_server))
+    assert record["tracking_error"] is None
+    check_logged_run(MlflowClient(mlflow_server), record)
+    assert not (results_dir / "mlflow.db").exists()
