@@ -31,8 +31,14 @@ def to_levels(x: torch.Tensor) -> torch.Tensor:
 
 
 def log1mexp(d: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(-d)) for d > 0, accurate for small and large d."""
-    return torch.where(d < math.log(2.0), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
+    """log(1 - exp(-d)) for d > 0, accurate for small and large d.
+
+    Each branch gets only inputs that are safe for it: torch.where passes the gradient of the unused branch
+    through a zero, and inf * 0 would turn it into NaN (log1p(-exp(-d)) has an infinite slope as d -> 0)."""
+    small = d < math.log(2.0)
+    d_small = torch.where(small, d, torch.ones_like(d))
+    d_large = torch.where(small, torch.ones_like(d), d)
+    return torch.where(small, torch.log(-torch.expm1(-d_small)), torch.log1p(-torch.exp(-d_large)))
 
 
 def split_params(params: torch.Tensor, n_mix: int):

@@ -68,3 +68,15 @@ def test_uniform_likelihood_is_exactly_8_bits_per_dim():
 def test_bits_per_dim_adds_the_kl():
     d = 10
     assert bits_per_dim(torch.zeros(2), torch.full((2,), d * math.log(2.0), dtype=torch.float64), d) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("log_scale", [-7.0, -2.0, 0.0, 6.0, 12.0, 30.0])
+def test_gradients_are_finite_at_extreme_scales(log_scale):
+    """Regression: a wide unused component once gave NaN gradients through torch.where's other branch."""
+    params = random_params(256).float()
+    params[:, 2 * K:] = log_scale
+    params.requires_grad_()
+    x = LEVELS.float().view(256, 1, 1, 1)  # every level, edges included
+    logp = dmol_log_prob(x, params, K)
+    (grad,) = torch.autograd.grad(logp.sum(), params)
+    assert torch.isfinite(logp).all() and torch.isfinite(grad).all()
