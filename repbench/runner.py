@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 import subprocess
 import time
@@ -20,8 +19,9 @@ import torch
 
 from . import __version__
 from .api import create_learner
+from .battery import BatteryConfig, battery_for, run_battery, unit_of
 from .data import ImageData, load_dataset
-from .metrics import METRICS, bits_per_dim, cond_entropy, mutual_info
+from . import plots
 from .registry import RepbenchError
 from .tracking import MLflowTracker, default_tracking_uri
 from .train import NonFiniteLoss
@@ -43,6 +43,7 @@ class RunSpec:
     resume: bool = False
     progress: bool = True
     grid: int = 8  # images per row of the sample / reconstruction grid; 0 skips it
+    battery: BatteryConfig = BatteryConfig()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,10 +132,9 @@ def run(spec: RunSpec) -> dict:
         learner.fit(data.train_x, data.test_x, checkpoint=folder / "checkpoint.pt", resume=spec.resume,
                     progress=spec.progress, on_epoch=lambda r: tracker.log_metrics(
                         {k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]))
-        metrics = evaluate(learner, data, seed=spec.seed)
-        artifacts = [folder / "checkpoint.pt"]
-        if spec.grid and hasattr(learner, "sample"):
-            artifacts.append(image_grid(learner, data, folder / "samples.png", spec.grid, spec.seed))
+        record, artifacts = measure(learner, data, folder, spec.battery, seed=spec.seed, progress=spec.progress,
+                                    cache_dir=Path(spec.results_dir) / "cache", grid=spec.grid,
+                                    title=f"{display_name(spec.learner, spec.options)} on {spec.dataset}")
     except (NonFiniteLoss, RepbenchError) as exc:
         finish(state, folder, tracker, "FAILED", error=str(exc))
         raise
@@ -142,15 +142,40 @@ def run(spec: RunSpec) -> dict:
         finish(state, folder, tracker, "KILLED", error="interrupted; continue with --resume")
         raise
     record = {"name": name, "learner": spec.learner, "dataset": spec.dataset, "preset": spec.preset,
-              "seed": spec.seed, "metrics": metrics, "history": learner.history,
-              "units": {k: METRICS.get(k).unit for k in metrics if k in METRICS}}
-    write_json(folder / "metrics.json", record)
-    tracker.log_metrics(metrics)
-    for path in artifacts + [folder / "metrics.json", folder / "run.json"]:
-        tracker.log_artifact(path)
+              "seed": spec.seed, **record, "history": learner.history}
+    save_record(folder, record, tracker, artifacts)
     finish(state, folder, tracker, "FINISHED")
     return {**record, "folder": str(folder), "mlflow_run_id": state["mlflow_run_id"], "status": "FINISHED",
             "tracking_error": tracker.error}
+
+
+def measure(learner, data: ImageData, folder: Path, cfg: BatteryConfig, *, seed: int, progress: bool,
+            cache_dir: Path, grid: int, title: str) -> tuple[dict, list[Path]]:
+    """Run the battery, draw its figures; return the record's measured part and the files to keep."""
+    checkpoint = folder / "checkpoint.pt"
+    res = run_battery(learner, data, cfg, seed=seed, cache_dir=cache_dir,
+                      checkpoint=checkpoint if checkpoint.exists() else None, progress=progress)
+    artifacts = [checkpoint]
+    if res.spectrum:
+        artifacts.append(plots.spectrum_plot({title: res.spectrum}, folder / "spectrum.png"))
+    if res.probes:
+        artifacts.append(plots.probe_plot(res.probes, folder / "probes.png", title))
+    if grid and hasattr(learner, "sample"):
+        start = time.perf_counter()
+        artifacts.append(sample_grid(learner, data, folder / "samples.png", grid, seed, title))
+        res.timings_s["samples"] = round(time.perf_counter() - start, 3)
+    units = {k: dict(zip(("unit", "better"), unit_of(k))) for k in res.metrics}
+    return {"metrics": res.metrics, "units": units, "spectrum": res.spectrum, "probes": res.probes,
+            "timings_s": res.timings_s, "battery": asdict(cfg)}, artifacts
+
+
+def save_record(folder: Path, record: dict, tracker: MLflowTracker, artifacts: list[Path]) -> None:
+    write_json(folder / "metrics.json", record)
+    tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
+    tracker.set_tags({f"unit.{k}": f"{u['unit']} ({u['better']} is better)" for k, u in record["units"].items()
+                      if u["unit"]})
+    for path in artifacts + [folder / "metrics.json", folder / "run.json"]:
+        tracker.log_artifact(path)
 
 
 def finish(state: dict, folder: Path, tracker: MLflowTracker, status: str, error: str | None = None) -> None:
@@ -161,43 +186,56 @@ def finish(state: dict, folder: Path, tracker: MLflowTracker, status: str, error
     tracker.end(status)
 
 
-def evaluate(learner, data: ImageData, seed: int) -> dict[str, float]:
-    """Test-set bits/dim (single-sample ELBO), mutual information and conditional entropy (nats)."""
-    nll, kl, means, stds = [], [], [], []
-    with torch.random.fork_rng(devices=[learner.device] if learner.device.type == "cuda" else []):
-        torch.manual_seed(seed + 7)
-        learner.module.eval()
-        with torch.inference_mode():
-            for i in range(0, len(data.test_x), learner.train_config.eval_batch_size):
-                x = data.test_x[i:i + learner.train_config.eval_batch_size].to(learner.device)
-                t = learner.elbo_terms(x)
-                m, s = learner.posterior(x)
-                nll.append(t["nll_nats"].cpu()), kl.append(t["kl_nats"].cpu())
-                means.append(m.cpu()), stds.append(s.cpu())
-    mean, std = torch.cat(means), torch.cat(stds)
-    return {"bpd": bits_per_dim(torch.cat(nll), torch.cat(kl), learner.num_dims),
-            "mutual_info": mutual_info(mean, std), "cond_entropy": cond_entropy(std)}
-
-
-def image_grid(learner, data: ImageData, path: Path, n: int, seed: int) -> Path:
+def sample_grid(learner, data: ImageData, path: Path, n: int, seed: int, title: str) -> Path:
     """Rows: test images, their reconstructions, then two rows of samples from the prior."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchvision.utils import make_grid
     g = torch.Generator(device=learner.device).manual_seed(seed)
     x = data.test_x[:n]
-    rows = [("test images", x), ("reconstructions", learner.reconstruct(x, g)),
-            ("samples", learner.sample(2 * n, g))]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.8, 0.9 * (len(rows) + 1)),
-                             gridspec_kw={"height_ratios": [math.ceil(len(r[1]) / n) for r in rows]})
-    for ax, (title, imgs) in zip(axes, rows):
-        grid = make_grid(imgs.float() / 255, nrow=n, padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(title, fontsize=9, loc="left")
-        ax.axis("off")
-    fig.suptitle(f"{learner.name} {learner.options or ''} on {data.name}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.image_grid([("test images", x), ("reconstructions", learner.reconstruct(x, g)),
+                             ("samples", learner.sample(2 * n, g))], path, n, title)
+
+
+def find_run(results_dir: Path, ref: str) -> Path:
+    """A run folder by MLflow run id, folder name, or a unique prefix of either."""
+    runs = [f for f in sorted((Path(results_dir) / "runs").glob("*")) if (f / "run.json").exists()]
+    exact = [f for f in runs if f.name == ref or read_json(f / "run.json").get("mlflow_run_id") == ref]
+    hits = exact or [f for f in runs if f.name.startswith(ref) or
+                     str(read_json(f / "run.json").get("mlflow_run_id") or "").startswith(ref)]
+    if not hits:
+        raise RepbenchError(f"no run '{ref}' under {Path(results_dir) / 'runs'} (give an MLflow run id or a run "
+                            f"folder name; `--checkpoint PATH` evaluates any checkpoint)")
+    if len(hits) > 1:
+        raise RepbenchError(f"run '{ref}' is ambiguous: {', '.join(h.name for h in hits[:5])}")
+    return hits[0]
+
+
+def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str | None, results_dir: Path,
+                   battery: dict, device: str = "auto", tracking_uri: str | None = None,
+                   data_root: str | None = None, progress: bool = True, grid: int = 0) -> dict:
+    """Re-run the battery on a trained learner: a run of ours (results merged into it) or any checkpoint.
+    `battery` holds overrides of the learner's preset's battery."""
+    from .api import load_learner
+    folder = find_run(results_dir, run_ref) if run_ref else None
+    state = read_json(folder / "run.json") if folder else {}
+    checkpoint = folder / "checkpoint.pt" if folder else Path(checkpoint)
+    learner = load_learner(checkpoint, device=resolve_device(device))
+    dataset = dataset or state.get("dataset") or "mnist5k"
+    data = load_dataset(dataset, data_root).limit(learner.train_config.train_limit, learner.train_config.test_limit)
+    battery = battery_for(learner.preset, battery)
+    out_folder = folder or checkpoint.parent
+    title = f"{display_name(learner.name, learner.options)} on {dataset}"
+    measured, artifacts = measure(learner, data, out_folder, battery, seed=learner.seed, progress=progress,
+                                  cache_dir=Path(results_dir) / "cache", grid=grid, title=title)
+    old = read_json(out_folder / "metrics.json") if folder else {}
+    record = {**old, **measured, "metrics": {**old.get("metrics", {}), **measured["metrics"]},
+              "units": {**old.get("units", {}), **measured["units"]}, "name": state.get("name", title),
+              "dataset": dataset, "history": learner.history}
+    tracker = MLflowTracker(tracking_uri or default_tracking_uri(results_dir), "repbench", results_dir)
+    if state.get("mlflow_run_id"):
+        tracker.attach(state["mlflow_run_id"])
+    if folder:
+        save_record(out_folder, record, tracker, [a for a in artifacts if a.name != "checkpoint.pt"])
+    else:
+        write_json(out_folder / "eval-metrics.json", record)
+    return {**record, "folder": str(out_folder), "mlflow_run_id": state.get("mlflow_run_id"), "status": "EVALUATED",
+            "tracking_error": tracker.error}
+

@@ -78,6 +78,15 @@ class MLflowTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         return self.run_id
 
+    def attach(self, run_id: str) -> None:
+        """Log into an existing run (finished or not) without changing its status."""
+        def connect():
+            from mlflow.tracking import MlflowClient
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client.get_run(run_id)
+            self.run_id = run_id
+        self._guard("attach", connect)
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         def log():
             import time

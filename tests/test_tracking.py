@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from repbench.battery import BatteryConfig
 from repbench.runner import RunSpec, run
 
 
 def smoke_spec(results_dir, **kw):
     base = dict(learner="lpvae", options={"h": 1, "epochs": 2}, dataset="synthetic", preset="smoke",
-                results_dir=results_dir, progress=False, grid=4)
+                results_dir=results_dir, progress=False, grid=4,
+                battery=BatteryConfig(probe_seeds=1, iw_samples=3, test_samples=5, nonlinear_epochs=2))
     return RunSpec(**{**base, **kw})
 
 
@@ -33,7 +35,7 @@ def check_logged_run(client: MlflowClient, record: dict):
     history = client.get_metric_history(r.info.run_id, "test_loss")
     assert sorted(m.step for m in history) == [1, 2]
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"checkpoint.pt", "metrics.json", "samples.png", "run.json"} <= arts
+    assert {"checkpoint.pt", "metrics.json", "samples.png", "run.json", "spectrum.png", "probes.png"} <= arts
 
 
 def test_run_logs_to_local_sqlite_store(results_dir):
@@ -41,7 +43,7 @@ def test_run_logs_to_local_sqlite_store(results_dir):
     assert (results_dir / "mlflow.db").exists()
     check_logged_run(MlflowClient(f"sqlite:///{results_dir / 'mlflow.db'}"), record)
     on_disk = json.loads((Path(record["folder"]) / "metrics.json").read_text())
-    assert on_disk["metrics"] == record["metrics"] and on_disk["units"]["bpd"] == "bits/dim"
+    assert on_disk["metrics"] == record["metrics"] and on_disk["units"]["bpd"]["unit"] == "bits/dim"
     png = (Path(record["folder"]) / "samples.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 

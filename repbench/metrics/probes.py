@@ -1,0 +1,88 @@
+"""Probes: how well a classifier reads the labels off frozen representations (accuracy in percent).
+
+Test representations may carry k posterior samples, shape [k, N, d]: the probe's per-class scores (SVM decision
+values, or MLP probabilities) are averaged over the k samples before the arg-max, as in the paper's Table 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import describe
+
+describe("linear_probe", "%", True, "test accuracy of a linear SVM trained on the training representations")
+describe("nonlinear_probe", "%", True, "test accuracy of an MLP (d-200-classes, dropout 0.1, BatchNorm)")
+
+
+def _as_samples(test_reps) -> np.ndarray:
+    x = np.asarray(test_reps, dtype=np.float64)
+    return x[None] if x.ndim == 2 else x
+
+
+def _accuracy(scores: np.ndarray, y) -> float:
+    return float((scores.argmax(1) == np.asarray(y)).mean() * 100.0)
+
+
+def linear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, method: str = "linearsvc",
+                 C: float = 1.0, max_iter: int = 5000) -> float:
+    """Accuracy (%) of a linear SVM. `linearsvc`: standardized features and `LinearSVC` (the default);
+    `svc`: `SVC(kernel="linear")` on the raw features, as in the paper's code."""
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+    train = np.asarray(train_reps, dtype=np.float64)
+    test = _as_samples(test_reps)
+    if method == "linearsvc":
+        scaler = StandardScaler().fit(train)
+        train, test = scaler.transform(train), np.stack([scaler.transform(t) for t in test])
+        clf = LinearSVC(C=C, random_state=seed, max_iter=max_iter)
+    elif method == "svc":
+        clf = SVC(kernel="linear", C=C, random_state=seed, decision_function_shape="ovr")
+    else:
+        raise ValueError(f"unknown linear probe method '{method}'; use linearsvc or svc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(train, np.asarray(train_y))
+    scores = np.mean([_scores(clf, t) for t in test], axis=0)
+    return _accuracy(scores, np.searchsorted(clf.classes_, np.asarray(test_y)))
+
+
+def _scores(clf, x: np.ndarray) -> np.ndarray:
+    s = clf.decision_function(x)
+    return np.stack([-s, s], 1) if s.ndim == 1 else s  # two classes: one decision value
+
+
+def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, epochs: int = 20,
+                    batch_size: int = 100, lr: float = 1e-3, hidden: int = 200,
+                    device: str | torch.device = "cpu") -> float:
+    """Accuracy (%) of Linear(d, 200) -> ReLU -> Dropout(0.1) -> BatchNorm -> Linear(200, classes), Adam,
+    on standardized features."""
+    g = torch.Generator().manual_seed(seed)
+    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
+    test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    mu, sd = train.mean(0), train.std(0).clamp(min=1e-8)
+    train, test = ((train - mu) / sd).to(device), ((test - mu) / sd).to(device)
+    classes = int(max(y.max(), int(np.max(test_y)))) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(0.1), nn.BatchNorm1d(hidden),
+                            nn.Linear(hidden, classes)).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        y = y.to(device)
+        for _ in range(epochs):
+            order = torch.randperm(len(train), generator=g).to(device)
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                if len(idx) < 2:
+                    continue
+                loss = nn.functional.cross_entropy(net(train[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    net.eval()
+    with torch.inference_mode():
+        probs = torch.stack([torch.softmax(net(t), 1) for t in test]).mean(0)
+    return _accuracy(probs.cpu().numpy(), test_y)

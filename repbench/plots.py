@@ -1,0 +1,67 @@
+"""Figures a person would rather look at than read: PCA spectrum, probe accuracy by type, sample grids."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def spectrum_plot(spectra: dict[str, list[float]], path: Path, threshold: float = 0.01) -> Path:
+    """Eigenvalues of the representations' covariance, each normalised by its largest (the paper's Figure 5)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, values in spectra.items():
+        v = np.asarray(values, dtype=float)
+        if len(v) and v[0] > 0:
+            ax.plot(np.arange(1, len(v) + 1), v / v[0], marker="o", ms=3,
+                    label=f"{label} (ID {(v >= threshold * v[0]).sum()})")
+    ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"{threshold:.0%} of largest")
+    ax.set(yscale="log", xlabel="component", ylabel="eigenvalue / largest", title="PCA spectrum of representations")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def probe_plot(probes: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> Path:
+    """Probe accuracy (%) by representation type, mean and std over probe seeds."""
+    types = list(next(iter(probes.values())).keys())
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    width = 0.8 / len(probes)
+    for i, (probe, by_type) in enumerate(probes.items()):
+        means = [np.mean(by_type[t]) for t in types]
+        stds = [np.std(by_type[t]) for t in types]
+        bars = ax.bar(np.arange(len(types)) + i * width, means, width, yerr=stds, capsize=3,
+                      label=probe.replace("_", " "))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(np.arange(len(types)) + width * (len(probes) - 1) / 2, types)
+    lo = min(min(np.mean(v) for v in bt.values()) for bt in probes.values())
+    ax.set(ylabel="test accuracy (%)", ylim=(max(0, lo - 10), 100), title=title or "probe accuracy by representation")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def image_grid(rows: list[tuple[str, torch.Tensor]], path: Path, n: int, title: str) -> Path:
+    """Labelled rows of uint8 images [k, C, H, W], n to a row."""
+    from torchvision.utils import make_grid
+    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.8, 0.9 * (len(rows) + 1)), squeeze=False,
+                             gridspec_kw={"height_ratios": [math.ceil(len(r[1]) / n) for r in rows]})
+    for ax, (label, imgs) in zip(axes[:, 0], rows):
+        grid = make_grid(imgs.float() / 255, nrow=n, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

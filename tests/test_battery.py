@@ -1,0 +1,86 @@
+"""The battery on a real (tiny) trained learner: every metric, the representation cache, `repbench eval`."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from repbench.battery import REP_TYPES, BatteryConfig, extract, run_battery
+from repbench.cli import cli
+from repbench.registry import RepbenchError
+
+from conftest import tiny
+
+FAST = BatteryConfig(probe_seeds=2, iw_samples=5, test_samples=20, nonlinear_epochs=3)
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic):
+    return tiny("lpvae", h=1, epochs=2, batch_size=50).fit(synthetic.train_x, progress=False)
+
+
+def test_full_battery_on_a_trained_learner(trained, synthetic, tmp_path):
+    res = run_battery(trained, synthetic, FAST, cache_dir=tmp_path, progress=False)
+    m = res.metrics
+    for name in ("bpd", "bpd_iw", "mutual_info", "cond_entropy", "intrinsic_dim", "linear_probe", "nonlinear_probe"):
+        assert m[name] is not None and m[name] == m[name], name
+    for probe in ("linear_probe", "nonlinear_probe"):
+        assert set(res.probes[probe]) == set(REP_TYPES)
+        assert all(len(v) == 2 and all(0 <= a <= 100 for a in v) for v in res.probes[probe].values())
+        assert m[f"{probe}.embedding"] == pytest.approx(sum(res.probes[probe]["embedding"]) / 2)
+    assert 0 < m["bpd_iw"] < m["bpd"] + 0.05 and 0 < m["bpd"] < 12
+    assert 1 <= m["intrinsic_dim"] <= trained.config.z_dim == len(res.spectrum)
+    assert res.spectrum == sorted(res.spectrum, reverse=True)
+    assert m["linear_probe"] > 30  # the bars are easy: far above the 10% of chance after two epochs
+    assert set(res.timings_s) >= {"likelihood", "extract", "linear_probe", "nonlinear_probe"}
+
+
+def test_battery_is_reproducible(trained, synthetic, tmp_path):
+    cfg = BatteryConfig(metrics=("bpd", "linear_probe", "nonlinear_probe"), probe_seeds=1, nonlinear_epochs=2)
+    a = run_battery(trained, synthetic, cfg, progress=False).metrics
+    b = run_battery(trained, synthetic, cfg, progress=False).metrics
+    assert a == b
+
+
+def test_representations_are_cached(trained, synthetic, tmp_path):
+    first = extract(trained, synthetic, tmp_path)
+    calls = []
+    real = trained.represent
+    trained.represent = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:
+        again = extract(trained, synthetic, tmp_path)
+    finally:
+        del trained.represent
+    assert calls == [] and len(list(tmp_path.glob("reps-*.pt"))) == 1
+    assert torch.equal(first["test"]["mean"], again["test"]["mean"])
+    assert torch.allclose(first["test"]["std"], trained.represent(synthetic.test_x, "embedding")[:, 8:])
+
+
+def test_unknown_metric_is_refused():
+    with pytest.raises(RepbenchError, match="unknown metric 'bpdd'"):
+        BatteryConfig(metrics=("bpdd",))
+
+
+def test_eval_reruns_selected_metrics_on_a_run(tmp_path):
+    runner = CliRunner()
+    base = ["--results-dir", str(tmp_path), "-q"]
+    out = runner.invoke(cli, ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "--grid", "0",
+                              "--metrics", "bpd,mutual_info"] + base, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    before = json.loads((folder / "metrics.json").read_text())
+    assert "linear_probe" not in before["metrics"]
+    run_id = json.loads((folder / "run.json").read_text())["mlflow_run_id"]
+    out = runner.invoke(cli, ["eval", "--run", run_id, "--metrics", "intrinsic_dim,linear_probe", "--probe-seeds",
+                              "1"] + base, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "linear_probe" in out.output and "intrinsic_dim" in out.output
+    after = json.loads((folder / "metrics.json").read_text())
+    assert after["metrics"]["bpd"] == before["metrics"]["bpd"] and "linear_probe" in after["metrics"]
+    from mlflow.tracking import MlflowClient
+    logged = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.metrics
+    assert logged["linear_probe"] == after["metrics"]["linear_probe"]
+    assert (folder / "spectrum.png").exists() and (folder / "probes.png").exists()
+    bad = runner.invoke(cli, ["eval", "--run", "nosuchrun"] + base)
+    assert bad.exit_code == 2 and "no run 'nosuchrun'" in bad.stderr

@@ -1,0 +1,93 @@
+"""The metric battery's pure functions against known answers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from repbench.metrics import (METRICS, importance_weighted_bits_per_dim, intrinsic_dim, linear_probe,
+                              nonlinear_probe, pca_spectrum, sampled_elbo_bits_per_dim)
+
+
+def subspace_data(n=2000, k=3, d=20, noise=0.0, seed=0):
+    g = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(g.normal(size=(d, k)))
+    return g.normal(size=(n, k)) @ basis.T + noise * g.normal(size=(n, d)) + 5.0
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_intrinsic_dim_of_a_subspace_is_its_dimension(k):
+    assert intrinsic_dim(subspace_data(k=k)) == k
+    assert intrinsic_dim(subspace_data(k=k, noise=1e-3)) == k
+
+
+def test_pca_spectrum_is_the_sorted_covariance_eigenvalues():
+    x = np.random.default_rng(1).normal(size=(500, 6)) * np.arange(1, 7)
+    spec = pca_spectrum(x)
+    assert np.allclose(spec, np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1])
+    assert intrinsic_dim(np.ones((10, 4))) == 0
+
+
+def labelled(n=1000, d=8, seed=0, separable=True):
+    g = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    centers = g.normal(size=(4, d)) * 10
+    x = centers[y] + g.normal(size=(n, d)) if separable else g.normal(size=(n, d))
+    return x, y
+
+
+@pytest.mark.parametrize("method", ["linearsvc", "svc"])
+def test_linear_probe_known_answers(method):
+    x, y = labelled()
+    assert linear_probe(x[:800], y[:800], x[800:], y[800:], method=method) > 99.0
+    const = np.zeros_like(x)
+    acc = linear_probe(const[:800], y[:800], const[800:], y[800:], method=method)
+    assert acc == pytest.approx(25.0, abs=0.01)  # one class predicted everywhere: exactly its share
+
+
+def test_probes_average_scores_over_test_samples():
+    x, y = labelled(seed=2)
+    test = np.stack([x[800:] + np.random.default_rng(s).normal(size=x[800:].shape) * 8 for s in range(50)])
+    one = linear_probe(x[:800], y[:800], test[0], y[800:])
+    many = linear_probe(x[:800], y[:800], test, y[800:])
+    assert many > one + 5  # averaging 50 noisy views recovers most of the signal
+
+
+def test_nonlinear_probe_reads_a_nonlinear_code_and_is_reproducible():
+    g = np.random.default_rng(3)
+    x = g.uniform(-1, 1, size=(3000, 2))
+    y = ((x[:, 0] * x[:, 1]) > 0).astype(int)  # XOR of signs: no linear probe can read it
+    a = nonlinear_probe(x[:2500], y[:2500], x[2500:], y[2500:], seed=0, epochs=30)
+    b = nonlinear_probe(x[:2500], y[:2500], x[2500:], y[2500:], seed=0, epochs=30)
+    assert a == b and a > 90
+    assert linear_probe(x[:2500], y[:2500], x[2500:], y[2500:]) < 65
+
+
+def test_linear_probe_is_reproducible():
+    x, y = labelled(seed=4, separable=False)
+    assert linear_probe(x[:800], y[:800], x[800:], y[800:], seed=1) == linear_probe(x[:800], y[:800], x[800:], y[800:],
+                                                                                    seed=1)
+
+
+def test_importance_weighted_bound_never_above_the_elbo():
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 2, 10, 100):
+        log_w = torch.randn(k, 50, generator=g, dtype=torch.float64) * 30 - 500
+        assert importance_weighted_bits_per_dim(log_w, 784) <= sampled_elbo_bits_per_dim(log_w, 784) + 1e-12
+    log_w = torch.randn(1, 50, generator=g, dtype=torch.float64)
+    assert importance_weighted_bits_per_dim(log_w, 10) == pytest.approx(sampled_elbo_bits_per_dim(log_w, 10))
+
+
+def test_both_bounds_exact_without_latent_dependence():
+    # decoder ignores z and q(z|x) = p(z): every weight is exactly log p(x)
+    log_px = torch.tensor([-700.0, -650.0, -900.0], dtype=torch.float64)
+    log_w = log_px.expand(10, 3)
+    exact = float(-log_px.mean() / (784 * math.log(2)))
+    assert importance_weighted_bits_per_dim(log_w, 784) == pytest.approx(exact, rel=1e-14)
+    assert sampled_elbo_bits_per_dim(log_w, 784) == pytest.approx(exact, rel=1e-14)
+
+
+def test_every_metric_has_a_unit_and_direction():
+    for name in ("bpd", "bpd_iw", "mutual_info", "cond_entropy", "intrinsic_dim", "linear_probe", "nonlinear_probe"):
+        info = METRICS.get(name)
+        assert info.unit and isinstance(info.higher_is_better, bool) and info.description
