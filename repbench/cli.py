@@ -149,7 +149,7 @@ def print_result(record: dict) -> None:
         if name.endswith("_std"):
             continue
         std = metrics.get(name + "_std")
-        shown = "n/a" if value is None else f"{value:.4g}" + (f" ± {std:.2g}" if std is not None else "")
+        shown = "n/a" if value is None else f"{value:.4g}" + (f" ± {std:.2f}" if std is not None else "")
         unit = units.get(name, {})
         rows.append([name, shown, unit.get("unit", ""), unit.get("better", "")])
     click.echo(f"\n{record['name']}  ({record['status']}; folder {record['folder']})")

@@ -51,7 +51,9 @@ class Registry(Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for ep in entry_points(group=self.group):
+        # repbench's own entries first, so a plugin can never displace a built-in name
+        eps = sorted(entry_points(group=self.group), key=lambda e: (e.dist is None or e.dist.name != "repbench"))
+        for ep in eps:
             origin = f"plugin '{ep.value}'" + (f" ({ep.dist.name})" if ep.dist else "")
             if ep.name in self._items and self._origin[ep.name] == origin:
                 continue
