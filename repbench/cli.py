@@ -176,6 +176,117 @@ def ls():
     click.echo("\nPresets\n" + tabulate(list(PRESET_HELP.items()), headers=["name", "description"], tablefmt="github"))
 
 
+@cli.command()
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--rerun", is_flag=True, help="Run every cell again, even those with a finished run.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default as for `run`).")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--data-root", default=None, help="Folder of downloaded datasets.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@friendly
+def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet):
+    """Run every cell of a suite (learners x datasets x presets x seeds); finished cells are reused."""
+    from tabulate import tabulate
+    from .suite import load_suite, run_suite
+    spec = load_suite(suite_file)
+    outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
+                         progress=not quiet, data_root=data_root)
+    rows = []
+    for o in outcomes:
+        m = o.get("record", {}).get("metrics", {})
+        rows.append([str(o["cell"]), o["status"]] + [_fmt(m.get(k)) for k in ("bpd", "mutual_info", "intrinsic_dim",
+                                                                             "linear_probe")] + [o.get("error", "")])
+    click.echo(tabulate(rows, headers=["cell", "status", "bpd", "mutual_info", "intrinsic_dim", "linear_probe",
+                                       "error"], tablefmt="github", disable_numparse=True))
+    failed = [o for o in outcomes if o["status"] == "FAILED"]
+    if failed:
+        click.echo(f"error: {len(failed)} of {len(outcomes)} cells failed: " +
+                   "; ".join(f"{o['cell']}: {o['error']}" for o in failed), err=True)
+        sys.exit(1)
+
+
+def _fmt(v) -> str:
+    return "" if v is None else f"{v:.4g}"
+
+
+@cli.command()
+@click.option("--suite", "suite_file", type=click.Path(path_type=Path), default=None,
+              help="Report the newest finished run of each cell of this suite.")
+@click.option("--experiment", default="repbench", show_default=True, help="Without --suite: MLflow experiment.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Without --suite: MLflow tag filters.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
+              show_default=True)
+@click.option("--figure", type=click.Path(path_type=Path), default=None, help="Also draw all learners' PCA spectra.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the tables to this file too.")
+@click.option("--tracking-uri", default=None)
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@friendly
+def report(suite_file, experiment, tags, fmt, figure, out, tracking_uri, results_dir):
+    """The paper's tables from finished runs (mean ± std over seeds)."""
+    from .report import build_report, records_from_mlflow, records_from_suite
+    from .suite import load_suite
+    from .tracking import default_tracking_uri
+    if suite_file:
+        spec = load_suite(suite_file)
+        records, title = records_from_suite(spec, results_dir), spec.name
+    else:
+        tag_filter = {k: v for k, v in (t.split("=", 1) for t in tags)} if tags else {}
+        records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter)
+        title = experiment
+    text = build_report(records, fmt, figure, title)
+    click.echo(text)
+    if out:
+        Path(out).write_text(text)
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(path_type=Path))
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--write-baseline", is_flag=True, help="Store the current results as the suite's baseline.")
+@friendly
+def check(suite_file, results_dir, write_baseline):
+    """Compare a suite's newest results with its thresholds and baseline; exit 1 on a regression."""
+    from .check import check_suite, write_baseline as write
+    from .suite import load_suite
+    spec = load_suite(suite_file)
+    if write_baseline:
+        click.echo(f"baseline written to {write(spec, results_dir)}")
+        return
+    failures, passes = check_suite(spec, results_dir)
+    for line in passes + failures:
+        click.echo(line)
+    if failures:
+        click.echo(f"error: {len(failures)} check(s) failed for suite '{spec.name}'", err=True)
+        sys.exit(1)
+    click.echo(f"all {len(passes)} checks passed for suite '{spec.name}'")
+
+
+@cli.command()
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--tracking-uri", default=None, help="Store to show (default: the local SQLite store).")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@friendly
+def ui(port, tracking_uri, results_dir):
+    """Start the MLflow UI on the local store, on 127.0.0.1; Ctrl-C stops it."""
+    import shutil
+    import signal
+    import subprocess
+    from .tracking import default_tracking_uri
+    exe = shutil.which("mlflow")
+    if exe is None:
+        raise RepbenchError("the `mlflow` command is not on PATH; reinstall repbench (pip install -e .)")
+    uri = tracking_uri or default_tracking_uri(results_dir)
+    click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); compare runs by selecting them; Ctrl-C stops it")
+    proc = subprocess.Popen([exe, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)])
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # a terminated `repbench ui` takes its server along
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main():
     cli(prog_name="repbench")
 

@@ -50,6 +50,7 @@ class ImageData:
 class DatasetSpec:
     loader: Callable[[Path, bool], ImageData]
     description: str
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # known without loading, so run folders can be found cheaply
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -63,6 +64,8 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     spec = DATASETS.get(name)
     data = spec.loader(Path(root) if root else default_root(), download)
     _check(data)
+    if data.image_shape != spec.image_shape:
+        raise RepbenchError(f"dataset '{name}' has images {data.image_shape}, expected {spec.image_shape}")
     return data
 
 
@@ -227,7 +230,9 @@ DATASETS.register("mnist5k", DatasetSpec(_mnist5k, "5,000 real MNIST digits ship
 DATASETS.register("fashion-mnist", DatasetSpec(_fashion, "Fashion-MNIST, 60,000 / 10,000, from IDX files "
                                                          "(Debian: dataset-fashion-mnist)"))
 DATASETS.register("mnist", DatasetSpec(_mnist, "MNIST, 60,000 / 10,000, torchvision layout under the data root"))
-DATASETS.register("cifar10", DatasetSpec(_cifar10, "CIFAR-10, 50,000 / 10,000 colour 32x32, torchvision layout"))
-DATASETS.register("svhn", DatasetSpec(_svhn, "SVHN cropped digits, 73,257 / 26,032 colour 32x32, .mat files"))
+DATASETS.register("cifar10", DatasetSpec(_cifar10, "CIFAR-10, 50,000 / 10,000 colour 32x32, torchvision layout",
+                                         (3, 32, 32)))
+DATASETS.register("svhn", DatasetSpec(_svhn, "SVHN cropped digits, 73,257 / 26,032 colour 32x32, .mat files",
+                                      (3, 32, 32)))
 DATASETS.register("synthetic", DatasetSpec(lambda root, dl: make_synthetic(), "600 / 200 generated 12x12 bars "
-                                                                             "in 10 classes, for tests"))
+                                                                             "in 10 classes, for tests", (1, 12, 12)))

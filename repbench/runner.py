@@ -44,6 +44,8 @@ class RunSpec:
     progress: bool = True
     grid: int = 8  # images per row of the sample / reconstruction grid; 0 skips it
     battery: BatteryConfig = BatteryConfig()
+    reuse: bool = False  # return the newest finished run of this configuration instead of training again
+    tags: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,10 +68,25 @@ def config_key(params: dict, dataset: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
+def run_prefix(learner: str, options: dict, dataset: str, preset: str, seed: int) -> str:
+    """The run folder prefix of a configuration: readable name and a hash of every resolved setting."""
+    from .data import DATASETS
+    params = create_learner(learner, preset=preset, image_shape=DATASETS.get(dataset).image_shape, seed=seed,
+                            **options).params()
+    return f"{display_name(learner, options)}-{dataset}-{preset}-s{seed}-{config_key(params, dataset)}"
+
+
 def find_resumable(runs_root: Path, prefix: str) -> Path | None:
     for folder in sorted(runs_root.glob(prefix + "-*"), reverse=True):
         state = read_json(folder / "run.json")
         if state.get("status") != "FINISHED" and (folder / "checkpoint.pt").exists():
+            return folder
+    return None
+
+
+def find_finished(runs_root: Path, prefix: str) -> Path | None:
+    for folder in sorted(runs_root.glob(prefix + "-*"), reverse=True):
+        if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists():
             return folder
     return None
 
@@ -110,8 +127,13 @@ def run(spec: RunSpec) -> dict:
     data = data.limit(learner.train_config.train_limit, learner.train_config.test_limit)
     params = learner.params()
     name = f"{display_name(spec.learner, spec.options)}-{spec.dataset}-{spec.preset}-s{spec.seed}"
-    prefix = f"{name}-{config_key(params, spec.dataset)}"
+    prefix = run_prefix(spec.learner, spec.options, spec.dataset, spec.preset, spec.seed)
     runs_root = Path(spec.results_dir) / "runs"
+    done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
+    if done is not None:
+        state = read_json(done / "run.json")
+        return {**read_json(done / "metrics.json"), "folder": str(done), "mlflow_run_id": state.get("mlflow_run_id"),
+                "status": "REUSED", "tracking_error": None}
     folder = find_resumable(runs_root, prefix) if spec.resume else None
     if spec.resume and folder is None:
         raise RepbenchError(f"--resume: no interrupted run of {name} with these options under {runs_root}; "
@@ -123,7 +145,8 @@ def run(spec: RunSpec) -> dict:
     tracker = MLflowTracker(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment,
                             spec.results_dir)
     tags = {"learner": spec.learner, "display_name": display_name(spec.learner, spec.options),
-            "dataset": spec.dataset, "preset": spec.preset, "seed": str(spec.seed), "run_folder": str(folder)}
+            "dataset": spec.dataset, "preset": spec.preset, "seed": str(spec.seed), "run_folder": str(folder),
+            **spec.tags}
     state["mlflow_run_id"] = tracker.start(name, {**params, "dataset": spec.dataset, "device": str(device),
                                                   "env": state["environment"]}, tags, state.get("mlflow_run_id"))
     state.update(status="RUNNING", device=str(device))

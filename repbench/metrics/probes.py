@@ -25,7 +25,7 @@ def _accuracy(scores: np.ndarray, y) -> float:
 
 
 def linear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, method: str = "linearsvc",
-                 C: float = 1.0, max_iter: int = 5000) -> float:
+                 C: float = 1.0, max_iter: int = 1000) -> float:
     """Accuracy (%) of a linear SVM. `linearsvc`: standardized features and `LinearSVC` (the default);
     `svc`: `SVC(kernel="linear")` on the raw features, as in the paper's code; `torch`: LinearSVC's own objective
     (one-vs-rest squared hinge, L2, regularized bias) on standardized features, solved full-batch by L-BFGS,

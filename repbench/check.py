@@ -1,0 +1,77 @@
+"""Regression gates: a suite's newest results against its fixed thresholds and against a stored baseline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .registry import RepbenchError
+from .suite import Suite, latest_results
+
+
+def grouped(suite: Suite, results_dir: Path) -> dict[tuple[str, str, str], dict[str, float | None]]:
+    """(learner, dataset, preset) -> metric -> mean over the seeds that have finished runs."""
+    by: dict[tuple[str, str, str], list[dict]] = {}
+    for cell, rec in latest_results(suite, results_dir):
+        by.setdefault((cell.display, cell.dataset, cell.preset), []).append(rec["metrics"])
+    out = {}
+    for key, runs in by.items():
+        names = {m for r in runs for m in r}
+        out[key] = {m: (float(np.mean(vals)) if (vals := [r[m] for r in runs if r.get(m) is not None]) else None)
+                    for m in names}
+    return out
+
+
+def check_suite(suite: Suite, results_dir: Path) -> tuple[list[str], list[str]]:
+    """(failures, passes) as printable lines; a cell with no finished run fails every threshold that covers it."""
+    results = grouped(suite, results_dir)
+    expected = {(c.display, c.dataset, c.preset) for c in suite.cells}
+    failures, passes = [], []
+    for key in sorted(expected - set(results)):
+        failures.append(f"MISSING  {key[0]} ({key[1]}/{key[2]}): no finished run; run `repbench suite {suite.path}`")
+    for t in suite.thresholds:
+        for (learner, dataset, preset), metrics in sorted(results.items()):
+            if not t.applies(learner, dataset):
+                continue
+            value = metrics.get(t.metric)
+            shown = "missing" if value is None else f"{value:.4g}"
+            line = f"{t.metric} {learner} ({dataset}/{preset}): {shown}, threshold {t.describe()}"
+            (failures if t.violated(value) else passes).append(("REGRESSION " if t.violated(value) else "ok  ") + line)
+    if suite.baseline_file is not None:
+        f, p = compare_baseline(suite, results)
+        failures += f
+        passes += p
+    return failures, passes
+
+
+def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]:
+    path = suite.baseline_file
+    if not path.exists():
+        return [f"MISSING  baseline {path}: write it with `repbench check {suite.path} --write-baseline`"], []
+    base = json.loads(path.read_text())
+    failures, passes = [], []
+    for entry in base["results"]:
+        key = (entry["learner"], entry["dataset"], entry["preset"])
+        current = results.get(key, {})
+        for metric, tol in suite.tolerance.items():
+            old, new = entry["metrics"].get(metric), current.get(metric)
+            if old is None:
+                continue
+            line = f"{metric} {key[0]} ({key[1]}/{key[2]}): {'missing' if new is None else f'{new:.4g}'}, " \
+                   f"baseline {old:.4g} ± {tol:g}"
+            drifted = new is None or abs(new - old) > tol
+            (failures if drifted else passes).append(("DRIFT " if drifted else "ok  ") + line)
+    return failures, passes
+
+
+def write_baseline(suite: Suite, results_dir: Path) -> Path:
+    if suite.baseline_file is None:
+        raise RepbenchError(f"{suite.path} names no baseline file (add `baseline: {{file: ..., tolerance: ...}}`)")
+    results = grouped(suite, results_dir)
+    if not results:
+        raise RepbenchError(f"no finished runs of suite '{suite.name}' under {results_dir}; run it first")
+    entries = [{"learner": k[0], "dataset": k[1], "preset": k[2], "metrics": v} for k, v in sorted(results.items())]
+    suite.baseline_file.parent.mkdir(parents=True, exist_ok=True)
+    suite.baseline_file.write_text(json.dumps({"suite": suite.name, "results": entries}, indent=2) + "\n")
+    return suite.baseline_file

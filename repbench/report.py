@@ -1,0 +1,119 @@
+"""Runs -> pandas -> the paper's tables (markdown, LaTeX or CSV) with mean +- std over seeds, and a figure.
+
+Table 1: probe accuracy by representation type (rows) and learner (columns).
+Table 2: bpd, mutual information, intrinsic dimension, nonlinear and linear probe (columns) by learner (rows).
+Runs come from a suite's run folders (the newest finished run of each cell) or from MLflow (by experiment/tags).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from .metrics import METRICS
+from .registry import RepbenchError
+
+TABLE2 = ("bpd", "mutual_info", "intrinsic_dim", "nonlinear_probe", "linear_probe")
+TABLE1_TYPES = (("sample_k1", "sample k=1"), ("sample_k100", "sample k=100"), ("mean", "MAP mean"),
+                ("embedding", "mean+std"))
+FORMATS = ("markdown", "latex", "csv")
+
+
+def records_from_suite(suite, results_dir: Path) -> list[dict]:
+    from .suite import latest_results
+    rows = []
+    for cell, rec in latest_results(suite, results_dir):
+        rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
+                     **{k: v for k, v in rec["metrics"].items()}, "_spectrum": rec.get("spectrum") or []})
+    return rows
+
+
+def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]) -> list[dict]:
+    import json
+    import mlflow
+    mlflow.set_tracking_uri(tracking_uri)
+    filters = " and ".join([f"attributes.status = 'FINISHED'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+    df = mlflow.search_runs(experiment_names=[experiment], filter_string=filters, output_format="pandas")
+    rows = []
+    for _, r in df.iterrows():
+        folder = Path(str(r.get("tags.run_folder", "")))
+        spectrum = []
+        if (folder / "metrics.json").exists():
+            spectrum = json.loads((folder / "metrics.json").read_text()).get("spectrum") or []
+        rows.append({"learner": r["tags.display_name"], "dataset": r["tags.dataset"], "preset": r["tags.preset"],
+                     "seed": int(r["tags.seed"]), "_spectrum": spectrum, "_start": r["start_time"],
+                     **{c[len("metrics."):]: r[c] for c in df.columns if c.startswith("metrics.")}})
+    if rows:  # several runs of one cell: keep the newest
+        rows = (pd.DataFrame(rows).sort_values("_start").groupby(["learner", "dataset", "preset", "seed"])
+                .tail(1).drop(columns="_start").to_dict("records"))
+    return rows
+
+
+def _cell(values: pd.Series, digits: int) -> str:
+    v = values.dropna()
+    if v.empty:
+        return "n/a"
+    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=0):.{digits}f}" if len(v) > 1 else "")
+
+
+def _header(metric: str) -> str:
+    info = METRICS.get(metric.split(".")[0])
+    return f"{metric} ({info.unit}, {'↑' if info.higher_is_better else '↓'})"
+
+
+def _digits(metric: str) -> int:
+    return {"bpd": 3, "mutual_info": 2, "intrinsic_dim": 1}.get(metric, 1)
+
+
+def table2(df: pd.DataFrame) -> pd.DataFrame:
+    out = {}
+    for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
+        out[(learner, dataset, preset, len(g))] = {_header(m): _cell(g[m], _digits(m)) if m in g else "n/a"
+                                                   for m in TABLE2}
+    t = pd.DataFrame.from_dict(out, orient="index")
+    t.index = pd.MultiIndex.from_tuples(t.index, names=["learner", "dataset", "preset", "seeds"])
+    return t.reset_index()
+
+
+def table1(df: pd.DataFrame, probe: str = "linear_probe") -> pd.DataFrame:
+    out = {}
+    for label_key, label in TABLE1_TYPES:
+        col = probe if label_key == "mean" else f"{probe}.{label_key}"
+        out[label] = {learner: _cell(g[col], 1) if col in g else "n/a"
+                      for learner, g in df.groupby("learner", sort=False)}
+    t = pd.DataFrame.from_dict(out, orient="index")
+    t.index.name = f"{probe} (%) by representation"
+    return t.reset_index()
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    style = {"markdown": "github", "latex": "latex_booktabs"}[fmt]
+    return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt=style, disable_numparse=True)
+
+
+def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "") -> str:
+    if fmt not in FORMATS:
+        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
+    if not records:
+        raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
+    df = pd.DataFrame(records)
+    parts = [f"Table 2{': ' + title if title else ''} (mean ± std over seeds; ↑ higher is better, ↓ lower)",
+             render(table2(df), fmt)]
+    for probe in ("linear_probe", "nonlinear_probe"):
+        if f"{probe}.sample_k1" in df:  # the representation types ran
+            parts += [f"Table 1: {probe.replace('_', ' ')} accuracy by representation type", render(table1(df, probe), fmt)]
+    if figure is not None:
+        spectra = {}
+        for learner, g in df.groupby("learner", sort=False):
+            runs = [np.asarray(s) for s in g["_spectrum"] if len(s)]
+            if runs and len({len(r) for r in runs}) == 1:
+                spectra[learner] = np.mean(runs, axis=0).tolist()
+        if spectra:
+            from .plots import spectrum_plot
+            spectrum_plot(spectra, Path(figure))
+            parts.append(f"Figure: PCA spectra of all learners in {figure}")
+    return "\n\n".join(parts) + "\n"

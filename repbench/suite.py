@@ -1,0 +1,169 @@
+"""Suites: learners x datasets x presets x seeds declared in YAML, their regression thresholds, and the runs.
+
+    name: mnist-quick
+    learners: [{name: vae}, {name: lpvae, options: {h: 2}}]
+    datasets: [mnist5k]
+    presets: [quick]
+    seeds: [0]
+    metrics: [bpd, mutual_info, intrinsic_dim, linear_probe, nonlinear_probe, rep_types]   # optional
+    battery: {probe_seeds: 3}                                                              # optional
+    thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]                       # optional
+    baseline: {file: baselines/smoke.json, tolerance: {bpd: 0.05}}                         # optional
+
+Unknown keys anywhere are errors that name the key and the file.
+"""
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .registry import RepbenchError
+
+SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
+              "thresholds", "baseline")
+LEARNER_KEYS = ("name", "options")
+THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
+BASELINE_KEYS = ("file", "tolerance")
+
+
+@dataclass(frozen=True)
+class Cell:
+    learner: str
+    options: dict
+    dataset: str
+    preset: str
+    seed: int
+
+    @property
+    def display(self) -> str:
+        from .runner import display_name
+        return display_name(self.learner, self.options)
+
+    def __str__(self) -> str:
+        return f"{self.display} / {self.dataset} / {self.preset} / seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    learner: str = "*"            # display name or glob (lpvae-h*)
+    dataset: str = "*"
+    min: float | None = None
+    max: float | None = None
+
+    def applies(self, display: str, dataset: str) -> bool:
+        return fnmatch.fnmatch(display, self.learner) and fnmatch.fnmatch(dataset, self.dataset)
+
+    def violated(self, value: float | None) -> bool:
+        if value is None:
+            return True
+        return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+
+    def describe(self) -> str:
+        parts = ([f">= {self.min:g}"] if self.min is not None else []) + ([f"<= {self.max:g}"] if self.max is not None
+                                                                          else [])
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    cells: tuple[Cell, ...]
+    description: str = ""
+    battery: dict = field(default_factory=dict)
+    thresholds: tuple[Threshold, ...] = ()
+    baseline_file: Path | None = None
+    tolerance: dict = field(default_factory=dict)
+
+
+def _check_keys(obj, allowed, where: str, path: Path) -> dict:
+    if not isinstance(obj, dict):
+        raise RepbenchError(f"{path}: {where} must be a mapping, got {type(obj).__name__}")
+    bad = [k for k in obj if k not in allowed]
+    if bad:
+        raise RepbenchError(f"{path}: unknown key '{bad[0]}' in {where}; valid keys: {', '.join(allowed)}")
+    return obj
+
+
+def _list(obj, key: str, path: Path, default=None) -> list:
+    value = obj.get(key, default)
+    if value is None:
+        raise RepbenchError(f"{path}: '{key}' is required")
+    return value if isinstance(value, list) else [value]
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.exists():
+        raise RepbenchError(f"suite file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RepbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    _check_keys(raw, SUITE_KEYS, "the suite", path)
+    learners = []
+    for item in _list(raw, "learners", path):
+        item = {"name": item} if isinstance(item, str) else item
+        _check_keys(item, LEARNER_KEYS, "a learner entry", path)
+        learners.append((item["name"], dict(item.get("options") or {})))
+    cells = tuple(Cell(name, opts, d, p, int(s)) for (name, opts), d, p, s in itertools.product(
+        learners, _list(raw, "datasets", path, ["mnist5k"]), _list(raw, "presets", path, ["quick"]),
+        _list(raw, "seeds", path, [0])))
+    thresholds = tuple(Threshold(**_check_keys(t, THRESHOLD_KEYS, "a threshold", path))
+                       for t in raw.get("thresholds") or [])
+    for t in thresholds:
+        if t.min is None and t.max is None:
+            raise RepbenchError(f"{path}: threshold on '{t.metric}' needs min or max")
+    battery = dict(_check_keys(raw.get("battery") or {}, ("probe_seeds", "iw_samples", "test_samples",
+                                                          "linear_method", "nonlinear_epochs"), "battery", path))
+    if raw.get("metrics"):
+        battery["metrics"] = tuple(_list(raw, "metrics", path))
+    base = _check_keys(raw.get("baseline") or {}, BASELINE_KEYS, "baseline", path)
+    baseline_file = (path.parent / base["file"]) if base.get("file") else None
+    return Suite(str(raw.get("name") or path.stem), path, cells, str(raw.get("description") or ""), battery,
+                 thresholds, baseline_file, dict(base.get("tolerance") or {}))
+
+
+# ---------------------------------------------------------------------------------------------- running
+def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: str = "auto",
+              tracking_uri: str | None = None, progress: bool = True, data_root: str | None = None) -> list[dict]:
+    """Run every cell; finished cells with the same configuration are reused unless `rerun`. A failing cell is
+    recorded and the others still run."""
+    from tqdm.auto import tqdm
+    from .battery import battery_for
+    from .runner import RunSpec, run
+    outcomes = []
+    bar = tqdm(suite.cells, desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
+    for cell in bar:
+        bar.set_postfix_str(str(cell))
+        spec = RunSpec(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed, device, Path(results_dir),
+                       tracking_uri, data_root=data_root, progress=False, reuse=not rerun,
+                       battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
+        try:
+            record = run(spec)
+            outcomes.append({"cell": cell, "status": record["status"], "record": record})
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # a failing cell must not stop the others
+            outcomes.append({"cell": cell, "status": "FAILED", "error": f"{type(exc).__name__}: {exc}"
+                             if not isinstance(exc, RepbenchError) else str(exc)})
+        bar.write(f"{outcomes[-1]['status']:<8} {cell}")
+    return outcomes
+
+
+def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:
+    """The newest finished run's record for each cell of the suite (cells never run are absent)."""
+    from .runner import find_finished, run_prefix
+    out = []
+    for cell in suite.cells:
+        folder = find_finished(Path(results_dir) / "runs", run_prefix(cell.learner, cell.options, cell.dataset,
+                                                                       cell.preset, cell.seed))
+        if folder is not None:
+            out.append((cell, json.loads((folder / "metrics.json").read_text())))
+    return out

@@ -1,0 +1,166 @@
+"""Suites, reports and regression checks on real runs in a temporary store."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from repbench.check import check_suite, write_baseline
+from repbench.cli import cli
+from repbench.registry import RepbenchError
+from repbench.report import build_report, records_from_mlflow, records_from_suite
+from repbench.suite import load_suite, run_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUITE = """
+name: tiny
+learners:
+  - name: vae
+  - {name: lpvae, options: {h: 1, epochs: 1}}
+datasets: [synthetic]
+presets: [smoke]
+seeds: [0, 1]
+metrics: [bpd, mutual_info, intrinsic_dim, linear_probe, rep_types]
+battery: {probe_seeds: 1, test_samples: 5}
+thresholds:
+  - {metric: linear_probe, min: 20}
+  - {learner: "lpvae-*", metric: bpd, max: 10}
+baseline: {file: tiny-baseline.json, tolerance: {bpd: 0.01}}
+"""
+
+
+def write(tmp_path, text, name="suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_suites_parse():
+    for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
+        suite = load_suite(path)
+        assert suite.cells and suite.name, path
+    assert {c.display for c in load_suite(ROOT / "benchmarks" / "mnist-quick.yaml").cells} == {
+        "vae", "lpvae-h1", "lpvae-h2", "fpvae"}
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("name: x\nlearners: [vae]\ncolour: red\n", r"unknown key 'colour' in the suite"),
+    ("name: x\nlearners: [{name: vae, opts: {}}]\n", r"unknown key 'opts' in a learner entry"),
+    ("name: x\nlearners: [vae]\nthresholds: [{metric: bpd}]\n", r"needs min or max"),
+    ("name: x\nlearners: [vae]\nthresholds: [{metric: bpd, maximum: 3}]\n", r"unknown key 'maximum' in a threshold"),
+    ("name: x\n", r"'learners' is required"),
+    ("name: [unclosed\n", r"not valid YAML"),
+    ("name: x\nlearners: [vae]\nbattery: {seeds: 3}\n", r"unknown key 'seeds' in battery"),
+])
+def test_bad_suite_files_name_the_key_and_file(tmp_path, text, pattern):
+    path = write(tmp_path, text)
+    with pytest.raises(RepbenchError, match=pattern) as err:
+        load_suite(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("suite")
+    suite = load_suite(write(tmp, SUITE))
+    outcomes = run_suite(suite, results_dir=tmp / "results", progress=False)
+    return suite, tmp / "results", outcomes
+
+
+def test_suite_runs_every_cell_then_reuses_them(ran):
+    suite, results, outcomes = ran
+    assert [o["status"] for o in outcomes] == ["FINISHED"] * 4
+    again = run_suite(suite, results_dir=results, progress=False)
+    assert [o["status"] for o in again] == ["REUSED"] * 4
+    assert len(list((results / "runs").iterdir())) == 4
+
+
+def test_rerun_forces_new_runs(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE.replace("seeds: [0, 1]", "seeds: [0]").replace("  - name: vae\n", "")))
+    run_suite(suite, results_dir=tmp_path / "r", progress=False)
+    time.sleep(1.1)  # run folders are stamped to the second
+    out = run_suite(suite, results_dir=tmp_path / "r", rerun=True, progress=False)
+    assert [o["status"] for o in out] == ["FINISHED"] and len(list((tmp_path / "r" / "runs").iterdir())) == 2
+
+
+def test_a_failing_cell_does_not_stop_the_suite(tmp_path):
+    text = SUITE.replace("  - name: vae\n", "  - {name: vae, options: {lr: 1.0e+30}}\n").replace("[0, 1]", "[0]")
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(cli, ["suite", str(path), "--results-dir", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "FINISHED" in result.output
+    assert "1 of 2 cells failed" in result.stderr and "non-finite loss" in result.stderr
+
+
+def test_report_tables_from_suite_and_from_mlflow(ran, tmp_path):
+    suite, results, _ = ran
+    records = records_from_suite(suite, results)
+    md = build_report(records, "markdown", tmp_path / "spectra.png", "tiny")
+    assert "| lpvae-h1" in md and " ± " in md and "bpd (bits/dim, ↓)" in md and "linear_probe (%, ↑)" in md
+    assert "sample k=100" in md and "MAP mean" in md and (tmp_path / "spectra.png").exists()
+    assert "\\toprule" in build_report(records, "latex")
+    table2 = build_report(records, "csv").split("\n\n")[1]
+    df = pd.read_csv(pd.io.common.StringIO(table2))
+    assert list(df["learner"]) == ["vae", "lpvae-h1"] and set(df["seeds"]) == {2}
+    from_mlflow = records_from_mlflow(f"sqlite:///{results / 'mlflow.db'}", "repbench", {"suite": "tiny"})
+    assert len(from_mlflow) == 4
+    rows = [line for line in build_report(from_mlflow, "markdown").splitlines() if line.startswith("| lpvae-h1")]
+    assert len(rows) == 1 and "2" in rows[0].split("|")[4]  # one row, two seeds
+
+
+def test_check_passes_then_catches_regressions_and_drift(ran, tmp_path):
+    suite, results, _ = ran
+    write_baseline(suite, results)
+    failures, passes = check_suite(suite, results)
+    assert failures == [] and len(passes) == 2 + 1 + 2  # probe x 2 learners, bpd x lpvae-*, 2 baseline lines
+    strict = load_suite(write(suite.path.parent, SUITE.replace("min: 20", "min: 101"), "strict.yaml"))
+    failures, _ = check_suite(strict, results)
+    assert any(f.startswith("REGRESSION linear_probe vae") and "threshold >= 101" in f for f in failures)
+    base = json.loads(suite.baseline_file.read_text())
+    base["results"][0]["metrics"]["bpd"] += 1.0
+    suite.baseline_file.write_text(json.dumps(base))
+    failures, _ = check_suite(suite, results)
+    assert len(failures) == 1 and failures[0].startswith("DRIFT bpd")
+    out = CliRunner().invoke(cli, ["check", str(suite.path), "--results-dir", str(results)])
+    assert out.exit_code == 1 and "DRIFT bpd" in out.output
+
+
+def test_check_flags_cells_never_run(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE))
+    failures, _ = check_suite(suite, tmp_path / "empty")
+    assert any(f.startswith("MISSING") for f in failures)
+
+
+@pytest.mark.slow
+def test_ui_serves_the_local_store(ran):
+    _, results, _ = ran
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", "ui", "--port", str(port), "--results-dir",
+                             str(results)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        deadline, ok = time.time() + 90, False
+        while time.time() < deadline and not ok:
+            try:
+                ok = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert ok, "the MLflow UI did not answer"
+    finally:
+        proc.terminate()  # repbench ui passes SIGTERM on to the MLflow server it started
+        try:
+            out = proc.communicate(timeout=30)[0]
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert f"http://127.0.0.1:{port}" in out
