@@ -219,12 +219,14 @@ def _fmt(v) -> str:
               show_default=True)
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Also draw all learners' PCA spectra.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the tables to this file too.")
+@click.option("--paper", "paper_file", type=click.Path(path_type=Path), default=None,
+              help="YAML of published numbers to show beside ours (e.g. benchmarks/paper_numbers.yaml).")
 @click.option("--tracking-uri", default=None)
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @friendly
-def report(suite_file, experiment, tags, fmt, figure, out, tracking_uri, results_dir):
+def report(suite_file, experiment, tags, fmt, figure, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds)."""
-    from .report import build_report, records_from_mlflow, records_from_suite
+    from .report import build_report, load_paper_numbers, records_from_mlflow, records_from_suite
     from .suite import load_suite
     from .tracking import default_tracking_uri
     if suite_file:
@@ -234,7 +236,8 @@ def report(suite_file, experiment, tags, fmt, figure, out, tracking_uri, results
         tag_filter = {k: v for k, v in (t.split("=", 1) for t in tags)} if tags else {}
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter)
         title = experiment
-    text = build_report(records, fmt, figure, title)
+    paper = load_paper_numbers(paper_file) if paper_file else None
+    text = build_report(records, fmt, figure, title, paper)
     click.echo(text)
     if out:
         Path(out).write_text(text)

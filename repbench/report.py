@@ -95,7 +95,30 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt=style, disable_numparse=True)
 
 
-def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "") -> str:
+def load_paper_numbers(path: Path) -> list[dict]:
+    import yaml
+    rows = yaml.safe_load(Path(path).read_text()) or []
+    for r in rows:
+        missing = {"dataset", "learner", "metric", "value", "source"} - set(r)
+        if missing:
+            raise RepbenchError(f"{path}: entry {r} lacks {', '.join(sorted(missing))}")
+    return rows
+
+
+def paper_table(df: pd.DataFrame, paper: list[dict]) -> pd.DataFrame | None:
+    """Ours beside the published number for every (dataset, learner, metric) the paper file covers."""
+    rows = []
+    for p in paper:
+        g = df[(df["dataset"] == p["dataset"]) & (df["learner"] == p["learner"])]
+        if g.empty:
+            continue
+        ours = _cell(g[p["metric"]], _digits(p["metric"])) if p["metric"] in g else "n/a"
+        rows.append([p["learner"], p["dataset"], _header(p["metric"]), ours, f"{p['value']:g}", p["source"]])
+    return pd.DataFrame(rows, columns=["learner", "dataset", "metric", "repbench", "paper", "source"]) if rows else None
+
+
+def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
+                 paper: list[dict] | None = None) -> str:
     if fmt not in FORMATS:
         raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
     if not records:
@@ -106,6 +129,10 @@ def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None
     for probe in ("linear_probe", "nonlinear_probe"):
         if f"{probe}.sample_k1" in df:  # the representation types ran
             parts += [f"Table 1: {probe.replace('_', ' ')} accuracy by representation type", render(table1(df, probe), fmt)]
+    if paper is not None:
+        side = paper_table(df, paper)
+        parts += ["Beside the paper's published numbers", render(side, fmt) if side is not None else
+                  "(the paper file has no numbers for these learners and datasets)"]
     if figure is not None:
         spectra = {}
         for learner, g in df.groupby("learner", sort=False):

@@ -108,6 +108,9 @@ def test_report_tables_from_suite_and_from_mlflow(ran, tmp_path):
     assert "| lpvae-h1" in md and " ± " in md and "bpd (bits/dim, ↓)" in md and "linear_probe (%, ↑)" in md
     assert "sample k=100" in md and "MAP mean" in md and (tmp_path / "spectra.png").exists()
     assert "\\toprule" in build_report(records, "latex")
+    paper = [{"dataset": "synthetic", "learner": "vae", "metric": "bpd", "value": 1.23, "source": "Table 9"}]
+    side = build_report(records, "markdown", paper=paper)
+    assert "1.23" in side and "Table 9" in side
     table2 = build_report(records, "csv").split("\n\n")[1]
     df = pd.read_csv(pd.io.common.StringIO(table2))
     assert list(df["learner"]) == ["vae", "lpvae-h1"] and set(df["seeds"]) == {2}
