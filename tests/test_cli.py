@@ -39,6 +39,12 @@ def test_bad_input_is_one_line(args, pattern, tmp_path):
     assert_one_line_error(invoke("run", "--results-dir", str(tmp_path), *args), pattern)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    result = invoke("run", "--device", "cuda", "--preset", "smoke", "--results-dir", str(tmp_path))
+    assert_one_line_error(result, r"no CUDA device is available \(use --device cpu\)")
+
+
 def test_missing_data_says_how_to_get_it(tmp_path):
     result = invoke("run", "--dataset", "mnist", "--data-root", str(tmp_path), "--results-dir", str(tmp_path))
     assert_one_line_error(result, r"dataset 'mnist' not found .*--download")
