@@ -220,7 +220,7 @@ def _fmt(v) -> str:
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Also draw all learners' PCA spectra.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the tables to this file too.")
 @click.option("--paper", "paper_file", type=click.Path(path_type=Path), default=None,
-              help="YAML of published numbers to show beside ours (e.g. benchmarks/paper_numbers.yaml).")
+              help="YAML of published numbers to show beside ours (e.g. benchmarks/reference/paper_numbers.yaml).")
 @click.option("--tracking-uri", default=None)
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @friendly

@@ -31,20 +31,23 @@ def records_from_suite(suite, results_dir: Path) -> list[dict]:
 
 
 def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]) -> list[dict]:
+    """Finished runs of an experiment matching the tags; the newest run of each cell. A client of its own, so the
+    process-wide MLflow URI (and the MLFLOW_TRACKING_URI it would set) is left alone."""
     import json
-    import mlflow
-    mlflow.set_tracking_uri(tracking_uri)
-    filters = " and ".join([f"attributes.status = 'FINISHED'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
-    df = mlflow.search_runs(experiment_names=[experiment], filter_string=filters, output_format="pandas")
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise RepbenchError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
+    filters = " and ".join(["attributes.status = 'FINISHED'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
     rows = []
-    for _, r in df.iterrows():
-        folder = Path(str(r.get("tags.run_folder", "")))
-        spectrum = []
-        if (folder / "metrics.json").exists():
-            spectrum = json.loads((folder / "metrics.json").read_text()).get("spectrum") or []
-        rows.append({"learner": r["tags.display_name"], "dataset": r["tags.dataset"], "preset": r["tags.preset"],
-                     "seed": int(r["tags.seed"]), "_spectrum": spectrum, "_start": r["start_time"],
-                     **{c[len("metrics."):]: r[c] for c in df.columns if c.startswith("metrics.")}})
+    for r in client.search_runs([exp.experiment_id], filter_string=filters, max_results=50000):
+        t = r.data.tags
+        folder = Path(t.get("run_folder", "/nonexistent"))
+        spectrum = json.loads((folder / "metrics.json").read_text()).get("spectrum") or [] \
+            if (folder / "metrics.json").exists() else []
+        rows.append({"learner": t["display_name"], "dataset": t["dataset"], "preset": t["preset"],
+                     "seed": int(t["seed"]), "_spectrum": spectrum, "_start": r.info.start_time, **r.data.metrics})
     if rows:  # several runs of one cell: keep the newest
         rows = (pd.DataFrame(rows).sort_values("_start").groupby(["learner", "dataset", "preset", "seed"])
                 .tail(1).drop(columns="_start").to_dict("records"))

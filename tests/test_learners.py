@@ -14,7 +14,9 @@ LEARNERS = repbench.list_learners()
 def test_trains_two_steps_and_represents(name, synthetic):
     learner = tiny(name, epochs=1, batch_size=50, train_limit=100)
     assert learner.fit(synthetic.train_x[:100], progress=False) is learner
-    assert len(learner.history) == 1 and all(map(torch.isfinite, map(torch.tensor, learner.history[0].values())))
+    # closed-form learners (raw, pca, random) have no epochs; trained ones have one
+    assert len(learner.history) in (0, 1) and all(torch.isfinite(torch.tensor(v)) for r in learner.history
+                                                  for v in r.values())
     x = synthetic.test_x[:10]
     for kind in ("mean", "sample", "embedding"):
         if kind not in learner.kinds:
