@@ -121,19 +121,19 @@ def environment() -> dict[str, str]:
 def run(spec: RunSpec) -> dict:
     """Execute one run; return its record (status, metrics, folder, MLflow run id)."""
     device = resolve_device(spec.device)
+    prefix = run_prefix(spec.learner, spec.options, spec.dataset, spec.preset, spec.seed)  # checks the options too
+    runs_root = Path(spec.results_dir) / "runs"
+    done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
+    if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing
+        state = read_json(done / "run.json")
+        return {**read_json(done / "metrics.json"), "folder": str(done), "mlflow_run_id": state.get("mlflow_run_id"),
+                "status": "REUSED", "tracking_error": None}
     data = load_dataset(spec.dataset, spec.data_root, spec.download)
     learner = create_learner(spec.learner, preset=spec.preset, image_shape=data.image_shape, seed=spec.seed,
                              device=device, **spec.options)
     data = data.limit(learner.train_config.train_limit, learner.train_config.test_limit)
     params = learner.params()
     name = f"{display_name(spec.learner, spec.options)}-{spec.dataset}-{spec.preset}-s{spec.seed}"
-    prefix = run_prefix(spec.learner, spec.options, spec.dataset, spec.preset, spec.seed)
-    runs_root = Path(spec.results_dir) / "runs"
-    done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
-    if done is not None:
-        state = read_json(done / "run.json")
-        return {**read_json(done / "metrics.json"), "folder": str(done), "mlflow_run_id": state.get("mlflow_run_id"),
-                "status": "REUSED", "tracking_error": None}
     folder = find_resumable(runs_root, prefix) if spec.resume else None
     if spec.resume and folder is None:
         raise RepbenchError(f"--resume: no interrupted run of {name} with these options under {runs_root}; "
