@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from repbench.api import TorchLearner
+from repbench.config import PRESETS
 from repbench.registry import RepbenchError
 from repbench.train import save_checkpoint
 
@@ -43,7 +44,7 @@ class Projection(nn.Module):
 class ClosedForm(TorchLearner):
     """A deterministic linear map of the pixels, computed rather than trained."""
     config_class = ProjectionConfig
-    presets = {p: ProjectionConfig() for p in ("smoke", "quick", "paper")}
+    presets = {p: ProjectionConfig() for p in PRESETS}
 
     def validate(self) -> None:
         if self.config.d < 1:
@@ -77,7 +78,7 @@ class ClosedForm(TorchLearner):
 class Raw(ClosedForm):
     """The pixels themselves, in [-1, 1] (the paper's Raw Image row)."""
     name = "raw"
-    presets = {p: ProjectionConfig(d=0) for p in ("smoke", "quick", "paper")}
+    presets = {p: ProjectionConfig(d=0) for p in PRESETS}
 
     def validate(self) -> None:
         if "d" in self.options:

@@ -64,14 +64,25 @@ def dmol_log_prob(x: torch.Tensor, params: torch.Tensor, n_mix: int) -> torch.Te
     return torch.logsumexp(F.log_softmax(logits, dim=1) + comp, dim=1, keepdim=True)
 
 
-def dmol_sample(params: torch.Tensor, n_mix: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def dmol_noise(params_shape: torch.Size | tuple, n_mix: int, channels: int = 1,
+               generator: torch.Generator | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uniforms one draw needs for params of shape [B, P, H, W]: (component [B, K, H, W], value [B, C, H, W]).
+
+    Drawn up front, so samplers that visit pixels in different orders draw the same image."""
+    b, _, *hw = params_shape
+    u_k = torch.rand(b, n_mix, *hw, generator=generator, device=device).clamp(1e-6, 1 - 1e-6)
+    u_x = torch.rand(b, channels, *hw, generator=generator, device=device).clamp(1e-6, 1 - 1e-6)
+    return u_k, u_x
+
+
+def dmol_sample(params: torch.Tensor, n_mix: int, generator: torch.Generator | None = None,
+                noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Draw pixels [B, 1, H, W] in [-1, 1] (exact levels) from the mixture with params [B, 3K, H, W].
 
-    A continuous logistic draw rounded to the nearest bin has exactly the discretized distribution."""
+    A continuous logistic draw rounded to the nearest bin has exactly the discretized distribution.
+    `noise` (from `dmol_noise`, same trailing shape as params) replaces fresh uniforms from `generator`."""
     logits, means, log_scales = split_params(params, n_mix)
-    shape = logits.shape
-    u_k = torch.rand(shape, generator=generator, device=params.device).clamp(1e-6, 1 - 1e-6)
-    u_x = torch.rand(shape[:1] + (1,) + shape[2:], generator=generator, device=params.device).clamp(1e-6, 1 - 1e-6)
+    u_k, u_x = noise if noise is not None else dmol_noise(params.shape, n_mix, 1, generator, params.device)
     k = (logits - torch.log(-torch.log(u_k))).argmax(dim=1, keepdim=True)  # Gumbel-max
     mean = means.gather(1, k)
     scale = torch.exp(log_scales.gather(1, k))

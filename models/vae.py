@@ -17,7 +17,7 @@ from repbench.api import REPRESENTATION_KINDS, TorchLearner
 from repbench.metrics.information import kl_to_standard_normal
 from repbench.registry import RepbenchError
 
-from .dmol import dmol_log_prob, dmol_sample, params_per_channel, to_unit
+from .dmol import dmol_log_prob, dmol_noise, dmol_sample, params_per_channel, to_unit
 from .pixelcnn import PixelCNNHead
 
 
@@ -35,6 +35,7 @@ class VAEConfig:
 PRESETS = {
     "paper": VAEConfig(),
     "quick": VAEConfig(hidden=500, width=64),
+    "medium": VAEConfig(hidden=500, width=64),
     "smoke": VAEConfig(z_dim=8, hidden=64, feature_channels=4, width=16, n_res=2, n_mix=3),
 }
 
@@ -88,22 +89,51 @@ class VAEModel(nn.Module):
         return {"nll_nats": nll, "kl_nats": kl_to_standard_normal(mean, std)}
 
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample images from p(x|z) pixel by pixel in raster order -> floats in [-1, 1] at exact levels."""
+    def generate(self, z: torch.Tensor, generator: torch.Generator | None = None, order: str = "wavefront"
+                 ) -> torch.Tensor:
+        """Sample images from p(x|z) -> floats in [-1, 1] at exact levels.
+
+        Local heads draw a wavefront of pixels at a time (`order="raster"` draws one pixel per step, for
+        checking); fpvae draws in raster order. Every pixel uses its own pre-drawn uniforms, so the order
+        does not change the image."""
         feats = self.features(z)
         c, h, w = self.image_shape
         x = torch.zeros(len(z), c, h, w, device=z.device)
+        u_k, u_x = dmol_noise(x.shape, self.cfg.n_mix, c, generator, z.device)
         if self.head.horizon == 0:  # no autoregression: every pixel at once
-            return dmol_sample(self.head(x, feats), self.cfg.n_mix, generator)
-        for i in range(h):
-            for j in range(w):
-                if self.head.full:  # rows below i are outside the causal field, so crop them away
+            return dmol_sample(self.head(x, feats), self.cfg.n_mix, noise=(u_k, u_x))
+        if self.head.full:
+            for i in range(h):
+                for j in range(w):  # rows below i are outside the causal field, so crop them away
                     p = self.head(x[:, :, :i + 1], feats[:, :, :i + 1])[:, :, i:i + 1, j:j + 1]
-                else:
-                    idx = torch.tensor([i], device=z.device), torch.tensor([j], device=z.device)
-                    p = self.head.params_at(x, feats, *idx)[..., None]
-                x[:, :, i, j] = dmol_sample(p, self.cfg.n_mix, generator)[:, :, 0, 0]
+                    noise = u_k[:, :, i:i + 1, j:j + 1], u_x[:, :, i:i + 1, j:j + 1]
+                    x[:, :, i, j] = dmol_sample(p, self.cfg.n_mix, noise=noise)[:, :, 0, 0]
+            return x
+        steps = raster_steps(h, w) if order == "raster" else wavefront_steps(h, w, self.head.horizon)
+        for rows, cols in steps:
+            rows, cols = rows.to(z.device), cols.to(z.device)
+            p = self.head.params_at(x, feats, rows, cols)[..., None]              # [B, P, n, 1]
+            noise = u_k[:, :, rows, cols][..., None], u_x[:, :, rows, cols][..., None]
+            x[:, :, rows, cols] = dmol_sample(p, self.cfg.n_mix, noise=noise)[..., 0]
         return x
+
+
+def raster_steps(height: int, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.tensor([i]), torch.tensor([j])) for i in range(height) for j in range(width)]
+
+
+def wavefront_steps(height: int, width: int, horizon: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Groups of pixels that a horizon-h head can draw together: all (i, j) with (h + 1) i + j = t.
+
+    Pixel (i, j) sees (i - 1, j + h) at most up-right and (i, j - 1) to its left, both at t - 1 or earlier,
+    so (h + 1)(height - 1) + width steps cover the image instead of height * width."""
+    rows = torch.arange(height)
+    steps = []
+    for t in range((horizon + 1) * (height - 1) + width):
+        cols = t - (horizon + 1) * rows
+        keep = (cols >= 0) & (cols < width)
+        steps.append((rows[keep], cols[keep]))
+    return steps
 
 
 class VAEFamily(TorchLearner):

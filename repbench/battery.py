@@ -44,6 +44,7 @@ class BatteryConfig:
 BATTERY_PRESETS = {  # the battery's size follows the training preset's unless options say otherwise
     "smoke": BatteryConfig(probe_seeds=1, iw_samples=4, test_samples=20, nonlinear_epochs=3),
     "quick": BatteryConfig(),
+    "medium": BatteryConfig(),
     "paper": BatteryConfig(),
 }
 

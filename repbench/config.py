@@ -9,10 +9,11 @@ from .registry import RepbenchError
 
 C = TypeVar("C")
 
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "medium", "paper")
 PRESET_HELP = {
     "smoke": "seconds; a sliver of data and a narrow model, for tests and CI",
     "quick": "the CPU default: one learner on mnist5k in a few minutes on 2 cores",
+    "medium": "full training data, the quick widths, about an hour per learner on 2 CPU cores",
     "paper": "the paper's exact widths and epochs; meant for a GPU",
 }
 
@@ -31,6 +32,7 @@ class TrainConfig:
 TRAIN_PRESETS = {
     "smoke": TrainConfig(epochs=1, batch_size=50, train_limit=300, test_limit=100),
     "quick": TrainConfig(epochs=10, batch_size=100, train_limit=5000, test_limit=1000),
+    "medium": TrainConfig(epochs=20, batch_size=100),
     "paper": TrainConfig(epochs=100, batch_size=100),
 }
 
