@@ -17,7 +17,7 @@ from repbench.api import REPRESENTATION_KINDS, TorchLearner
 from repbench.metrics.information import kl_to_standard_normal
 from repbench.registry import RepbenchError
 
-from .dmol import dmol_log_prob, dmol_noise, dmol_sample, params_per_channel, to_unit
+from .dmol import dmol_log_prob, dmol_noise, dmol_sample, num_params, to_unit
 from .pixelcnn import PixelCNNHead
 
 
@@ -62,7 +62,7 @@ class VAEModel(nn.Module):
         self.std_head = nn.Linear(cfg.hidden, cfg.z_dim)
         self.decoder = nn.Sequential(mlp([cfg.z_dim, cfg.hidden, cfg.hidden]),
                                      nn.Linear(cfg.hidden, cfg.feature_channels * h * w))
-        self.head = PixelCNNHead(c, cfg.feature_channels, cfg.width, cfg.n_res, params_per_channel(cfg.n_mix),
+        self.head = PixelCNNHead(c, cfg.feature_channels, cfg.width, cfg.n_res, num_params(cfg.n_mix, c),
                                  horizon, cfg.full_kernel)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
