@@ -62,7 +62,8 @@ class ClosedForm(TorchLearner):
     def solve(self, x: torch.Tensor) -> None:
         """Set the projection from the training images (floats in [-1, 1], flattened)."""
 
-    def fit(self, train_x, test_x=None, *, checkpoint=None, resume=False, on_epoch=None, progress=True):
+    def fit(self, train_x, test_x=None, *, checkpoint=None, resume=False, on_epoch=None, progress=True, augment=None):
+        # closed form on the training images as they are: there are no batches to augment
         self.solve(to_unit(train_x).flatten(1).to(self.device))
         self.history = []
         if checkpoint is not None:

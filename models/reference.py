@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .dmol import dmol_noise, dmol_sample, to_unit
+from .dmol import dmol_noise, dmol_sample
 from .pixelcnn import PixelCNNHead
 from .vae import as_unit
 
@@ -36,7 +36,7 @@ def decoder_params(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def loss(model, x_uint8: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
     """Mean negative ELBO in nats per image; the posterior sample z may be given."""
-    x = to_unit(x_uint8)
+    x = as_unit(x_uint8)
     mean, std = model.posterior(x)
     if z is None:
         z = mean + std * torch.randn_like(std)

@@ -14,17 +14,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from repbench.api import REPRESENTATION_KINDS, TorchLearner
+from repbench.config import TRAIN_PRESETS, TrainConfig
 from repbench.metrics.information import kl_to_standard_normal
 from repbench.registry import RepbenchError
 
 from .dmol import dmol_log_prob, dmol_noise, dmol_sample, num_params, to_unit
 from .pixelcnn import PixelCNNHead
+from .resnet import ResNetDecoder, ResNetEncoder
 
 
 @dataclass(frozen=True)
 class VAEConfig:
     z_dim: int = 32
-    hidden: int = 500            # encoder / decoder MLP width
+    hidden: int = 500            # encoder / decoder width: MLP units (grayscale) or ResNet channels (colour)
     feature_channels: int = 16   # channels of the decoder's feature map fed to the PixelCNN head
     width: int = 256             # PixelCNN head width
     n_res: int = 5               # residual blocks in the head
@@ -37,6 +39,18 @@ PRESETS = {
     "quick": VAEConfig(hidden=500, width=64),
     "medium": VAEConfig(hidden=500, width=64),
     "smoke": VAEConfig(z_dim=8, hidden=64, feature_channels=4, width=16, n_res=2, n_mix=3),
+}
+COLOUR_PRESETS = {  # CIFAR-10 / SVHN: ResNets of 400 channels, z = 64, the same head, RGB mixture (100 outputs)
+    "paper": VAEConfig(z_dim=64, hidden=400),
+    "medium": VAEConfig(z_dim=64, hidden=64, width=64),
+    "quick": VAEConfig(z_dim=64, hidden=32, width=32),
+    "smoke": VAEConfig(z_dim=8, hidden=8, feature_channels=4, width=16, n_res=2, n_mix=3),
+}
+COLOUR_TRAIN_PRESETS = {
+    "paper": TrainConfig(epochs=1000, batch_size=100),
+    "medium": TrainConfig(epochs=20, batch_size=100),
+    "quick": TrainConfig(epochs=10, batch_size=100, train_limit=5000, test_limit=1000),
+    "smoke": TRAIN_PRESETS["smoke"],
 }
 
 
@@ -56,28 +70,37 @@ class VAEModel(nn.Module):
         super().__init__()
         c, h, w = image_shape
         self.cfg, self.image_shape = cfg, image_shape
-        d = c * h * w
-        self.encoder = mlp([d, cfg.hidden, cfg.hidden])
-        self.mean_head = nn.Linear(cfg.hidden, cfg.z_dim)
-        self.std_head = nn.Linear(cfg.hidden, cfg.z_dim)
-        self.decoder = nn.Sequential(mlp([cfg.z_dim, cfg.hidden, cfg.hidden]),
-                                     nn.Linear(cfg.hidden, cfg.feature_channels * h * w))
+        if c == 1:  # MNIST: MLPs
+            self.encoder = mlp([h * w, cfg.hidden, cfg.hidden])
+            enc_dim = cfg.hidden
+            self.decoder = nn.Sequential(mlp([cfg.z_dim, cfg.hidden, cfg.hidden]),
+                                         nn.Linear(cfg.hidden, cfg.feature_channels * h * w))
+        else:  # CIFAR-10 / SVHN: ResNets, 32 -> 4 -> 32
+            self.encoder = ResNetEncoder(c, cfg.hidden)
+            enc_dim = cfg.hidden * (h // 8) * (w // 8)
+            self.decoder = ResNetDecoder(cfg.z_dim, cfg.hidden, cfg.feature_channels, (h, w))
+        self.mean_head = nn.Linear(enc_dim, cfg.z_dim)
+        self.std_head = nn.Linear(enc_dim, cfg.z_dim)
         self.head = PixelCNNHead(c, cfg.feature_channels, cfg.width, cfg.n_res, num_params(cfg.n_mix, c),
                                  horizon, cfg.full_kernel)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.encoder(as_unit(x).flatten(1))
+        x = as_unit(x)
+        e = self.encoder(x.flatten(1) if self.image_shape[0] == 1 else x)
         return self.mean_head(e), F.softplus(self.std_head(e))
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         _, h, w = self.image_shape
-        return self.decoder(z).view(len(z), self.cfg.feature_channels, h, w)
+        return self.decoder(z).view(len(z), self.cfg.feature_channels, h, w)  # a view of the MLP's or the map
 
     def decoder_params(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.head(as_unit(x), self.features(z))
 
     def pixel_log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return dmol_log_prob(as_unit(x), params, self.cfg.n_mix)
+        # Always float32 or wider, also under bf16 autocast: bin masses of 1/255-wide bins need the precision.
+        with torch.autocast(params.device.type, enabled=False):
+            return dmol_log_prob(as_unit(x).to(torch.promote_types(params.dtype, torch.float32)),
+                                 params.to(torch.promote_types(params.dtype, torch.float32)), self.cfg.n_mix)
 
     def elbo_terms(self, x: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Single-sample NLL and analytic KL per image, in nats; `z` may be given instead of sampled."""
@@ -144,10 +167,19 @@ class VAEFamily(TorchLearner):
 
     horizon: int | None = 0  # pixels of context; None = the full raster-order past
 
+    def preset_config(self, preset: str) -> VAEConfig:
+        return (COLOUR_PRESETS if self.image_shape[0] == 3 else PRESETS)[preset]
+
+    def train_preset(self, preset: str) -> TrainConfig:
+        return (COLOUR_TRAIN_PRESETS if self.image_shape[0] == 3 else TRAIN_PRESETS)[preset]
+
     def validate(self) -> None:
-        if self.image_shape[0] != 1:
-            raise RepbenchError(f"learner '{self.name}' has only the grayscale (MNIST) architecture so far; "
-                                f"images of shape {self.image_shape} need the colour models")
+        c, height, width = self.image_shape
+        if c not in (1, 3):
+            raise RepbenchError(f"learner '{self.name}' models grayscale or RGB images, not {c} channels")
+        if c == 3 and (height % 8 or width % 8):
+            raise RepbenchError(f"the colour models halve the image three times; {height}x{width} is not a "
+                                f"multiple of 8")
         h = self.horizon
         if h is not None and h > max(self.image_shape[1:]):
             raise RepbenchError(f"h = {h} is wider than the image {self.image_shape[1:]}; use fpvae for full context")

@@ -64,9 +64,9 @@ class TorchLearner(Learner):
         self.options = dict(options)
         model_keys, train_keys = field_names(self.config_class), field_names(TrainConfig)
         check_options("learner", self.name, options, model_keys + train_keys + list(self.extra_options))
-        self.config = override(self.presets[preset], {k: v for k, v in options.items() if k in model_keys},
+        self.config = override(self.preset_config(preset), {k: v for k, v in options.items() if k in model_keys},
                                f"{self.name} model")
-        self.train_config = override(TRAIN_PRESETS[preset], {k: v for k, v in options.items() if k in train_keys},
+        self.train_config = override(self.train_preset(preset), {k: v for k, v in options.items() if k in train_keys},
                                      "training")
         self.validate()
         self._module: torch.nn.Module | None = None
@@ -75,6 +75,13 @@ class TorchLearner(Learner):
     # ------------------------------------------------------------------------------------ subclass hooks
     def validate(self) -> None:
         """Check option values (raise RepbenchError); called by the constructor."""
+
+    def preset_config(self, preset: str):
+        """The model config of a preset; `self.image_shape` is set, so it may depend on the data."""
+        return self.presets[preset]
+
+    def train_preset(self, preset: str) -> TrainConfig:
+        return TRAIN_PRESETS[preset]
 
     @abc.abstractmethod
     def build_module(self) -> torch.nn.Module: ...
@@ -104,13 +111,15 @@ class TorchLearner(Learner):
                 "train_config": asdict(self.train_config)}
 
     def fit(self, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, checkpoint: str | Path | None = None,
-            resume: bool = False, on_epoch=None, progress: bool = True) -> "TorchLearner":
+            resume: bool = False, on_epoch=None, progress: bool = True, augment=None) -> "TorchLearner":
+        """Train on uint8 images; `augment(batch, generator)` transforms training batches only."""
         if tuple(train_x.shape[1:]) != self.image_shape:
             raise RepbenchError(f"learner built for images {self.image_shape}, got {tuple(train_x.shape[1:])}")
         self.history = train(self.module, self.loss, train_x.to(self.device), cfg=self.train_config, seed=self.seed,
                              checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
                              test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
-                             on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2))
+                             on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),
+                             augment=augment)
         self.module.eval()
         return self
 

@@ -95,12 +95,13 @@ def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epo
                                                  "~/.cache/repbench/data).")
 @click.option("--download", is_flag=True, help="Allow downloading the dataset if it is missing.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run with the same configuration.")
+@click.option("--no-augment", is_flag=True, help="Train without the dataset's augmentation (cifar10: crop + flip).")
 @click.option("--grid", type=int, default=8, show_default=True, help="Images per row in the sample grid; 0 skips it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @battery_options
 @friendly
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
-        download, resume, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs):
+        download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .battery import battery_for
     from .runner import RunSpec, run as run_one
@@ -112,7 +113,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     if "h" in opts and model == "vae" and opts["h"] == 0:
         opts.pop("h")  # `--model vae --h 0` is just the vae
     record = run_one(RunSpec(model, opts, dataset, preset, seed, device, results_dir, tracking_uri, experiment,
-                             data_root, download, resume, progress=not quiet, grid=grid,
+                             data_root, download, resume, progress=not quiet, grid=grid, augment=not no_augment,
                              battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples,
                                                                            linear_method, probe_epochs))))
     print_result(record)

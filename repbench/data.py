@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .augment import crop_flip
 from .registry import Registry, RepbenchError
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -51,6 +52,7 @@ class DatasetSpec:
     loader: Callable[[Path, bool], ImageData]
     description: str
     image_shape: tuple[int, int, int] = (1, 28, 28)  # known without loading, so run folders can be found cheaply
+    augment: Callable | None = None  # (uint8 batch, generator) -> uint8 batch, applied to training batches only
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -230,8 +232,9 @@ DATASETS.register("mnist5k", DatasetSpec(_mnist5k, "5,000 real MNIST digits ship
 DATASETS.register("fashion-mnist", DatasetSpec(_fashion, "Fashion-MNIST, 60,000 / 10,000, from IDX files "
                                                          "(Debian: dataset-fashion-mnist)"))
 DATASETS.register("mnist", DatasetSpec(_mnist, "MNIST, 60,000 / 10,000, torchvision layout under the data root"))
-DATASETS.register("cifar10", DatasetSpec(_cifar10, "CIFAR-10, 50,000 / 10,000 colour 32x32, torchvision layout",
-                                         (3, 32, 32)))
+DATASETS.register("cifar10", DatasetSpec(_cifar10, "CIFAR-10, 50,000 / 10,000 colour 32x32, torchvision layout; "
+                                         "trained with random crop (pad 4) and horizontal flip", (3, 32, 32),
+                                         augment=crop_flip))
 DATASETS.register("svhn", DatasetSpec(_svhn, "SVHN cropped digits, 73,257 / 26,032 colour 32x32, .mat files",
                                       (3, 32, 32)))
 DATASETS.register("synthetic", DatasetSpec(lambda root, dl: make_synthetic(), "600 / 200 generated 12x12 bars "

@@ -20,7 +20,7 @@ import torch
 from . import __version__
 from .api import create_learner
 from .battery import BatteryConfig, battery_for, run_battery, unit_of
-from .data import ImageData, load_dataset
+from .data import DATASETS, ImageData, load_dataset
 from . import plots
 from .registry import RepbenchError
 from .tracking import MLflowTracker, default_tracking_uri
@@ -43,6 +43,7 @@ class RunSpec:
     resume: bool = False
     progress: bool = True
     grid: int = 8  # images per row of the sample / reconstruction grid; 0 skips it
+    augment: bool = True  # the dataset's training augmentation, where it has one (cifar10)
     battery: BatteryConfig = BatteryConfig()
     reuse: bool = False  # return the newest finished run of this configuration instead of training again
     tags: dict = field(default_factory=dict)
@@ -68,11 +69,13 @@ def config_key(params: dict, dataset: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def run_prefix(learner: str, options: dict, dataset: str, preset: str, seed: int) -> str:
+def run_prefix(learner: str, options: dict, dataset: str, preset: str, seed: int, augment: bool = True) -> str:
     """The run folder prefix of a configuration: readable name and a hash of every resolved setting."""
     from .data import DATASETS
     params = create_learner(learner, preset=preset, image_shape=DATASETS.get(dataset).image_shape, seed=seed,
                             **options).params()
+    if not augment and DATASETS.get(dataset).augment is not None:
+        params["augment"] = False  # only then, so runs on data without augmentation keep their keys
     return f"{display_name(learner, options)}-{dataset}-{preset}-s{seed}-{config_key(params, dataset)}"
 
 
@@ -121,7 +124,7 @@ def environment() -> dict[str, str]:
 def run(spec: RunSpec) -> dict:
     """Execute one run; return its record (status, metrics, folder, MLflow run id)."""
     device = resolve_device(spec.device)
-    prefix = run_prefix(spec.learner, spec.options, spec.dataset, spec.preset, spec.seed)  # checks the options too
+    prefix = run_prefix(spec.learner, spec.options, spec.dataset, spec.preset, spec.seed, spec.augment)  # checks options
     runs_root = Path(spec.results_dir) / "runs"
     done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
     if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing
@@ -132,7 +135,8 @@ def run(spec: RunSpec) -> dict:
     learner = create_learner(spec.learner, preset=spec.preset, image_shape=data.image_shape, seed=spec.seed,
                              device=device, **spec.options)
     data = data.limit(learner.train_config.train_limit, learner.train_config.test_limit)
-    params = learner.params()
+    augment = DATASETS.get(spec.dataset).augment if spec.augment else None
+    params = {**learner.params(), "augment": getattr(augment, "__name__", "none")}
     name = f"{display_name(spec.learner, spec.options)}-{spec.dataset}-{spec.preset}-s{spec.seed}"
     folder = find_resumable(runs_root, prefix) if spec.resume else None
     if spec.resume and folder is None:
@@ -154,7 +158,8 @@ def run(spec: RunSpec) -> dict:
     try:
         learner.fit(data.train_x, data.test_x, checkpoint=folder / "checkpoint.pt", resume=spec.resume,
                     progress=spec.progress, on_epoch=lambda r: tracker.log_metrics(
-                        {k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]))
+                        {k: v for k, v in r.items() if k != "epoch"}, step=r["epoch"]),
+                    **({"augment": augment} if augment is not None else {}))
         record, artifacts = measure(learner, data, folder, spec.battery, seed=spec.seed, progress=spec.progress,
                                     cache_dir=Path(spec.results_dir) / "cache", grid=spec.grid,
                                     title=f"{display_name(spec.learner, spec.options)} on {spec.dataset}")

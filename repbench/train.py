@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .registry import RepbenchError
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (module, uint8 batch) -> mean nats per image
 
 
@@ -70,11 +71,12 @@ def evaluate(module: torch.nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_si
 def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cfg: TrainConfig, seed: int,
           checkpoint: Path | None = None, resume: bool = False, test_x: torch.Tensor | None = None,
           meta: dict[str, Any] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          progress: bool = True, nats_per_unit: float = 1.0) -> list[dict]:
+          progress: bool = True, nats_per_unit: float = 1.0, augment: Augment | None = None) -> list[dict]:
     """Train `module` in place; return the per-epoch history [{epoch, train_loss, test_loss}].
 
     `loss_fn` returns the mean loss in nats per image; the history reports it divided by `nats_per_unit`
-    (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device."""
+    (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device.
+    `augment` transforms training batches only, with a generator seeded by (seed, epoch) so resumes repeat it."""
     device = train_x.device
     opt = make_optimizer(module, cfg.lr, device)
     history: list[dict] = []
@@ -95,11 +97,13 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                    leave=False, unit="batch", dynamic_ncols=True)
         total, seen = 0.0, 0
+        aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 500_009)
         for step, i in enumerate(bar):
             idx = order[i:i + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a batch of one
                 continue
-            loss = loss_fn(module, train_x[idx])
+            batch = train_x[idx] if augment is None else augment(train_x[idx], aug_gen)
+            loss = loss_fn(module, batch)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(_nan_message(loss, epoch, step, checkpoint, start_epoch=epoch - 1))
             opt.zero_grad(set_to_none=True)
