@@ -78,6 +78,9 @@ class TorchLearner(Learner):
 
     def preset_config(self, preset: str):
         """The model config of a preset; `self.image_shape` is set, so it may depend on the data."""
+        if preset not in self.presets:
+            raise RepbenchError(f"learner '{self.name}' has no preset '{preset}'; its presets: "
+                                f"{', '.join(self.presets)}")
         return self.presets[preset]
 
     def train_preset(self, preset: str) -> TrainConfig:

@@ -30,7 +30,8 @@ class LinearAE(repbench.TorchLearner):
     """Linear autoencoder (example plugin): x -> Wx + b -> reconstruction, Gaussian likelihood."""
     name = "linear-ae"
     config_class = LinearAEConfig
-    presets = {"smoke": LinearAEConfig(d=8), "quick": LinearAEConfig(), "paper": LinearAEConfig(d=32)}
+    presets = {"smoke": LinearAEConfig(d=8), "quick": LinearAEConfig(), "medium": LinearAEConfig(),
+               "paper": LinearAEConfig(d=32)}
 
     def build_module(self) -> nn.Module:
         return LinearAEModule(self.num_dims, self.config.d)
