@@ -21,7 +21,7 @@ from repbench.train import save_checkpoint
 
 from .dmol import to_unit
 from .vae import PRESETS as VAE_PRESETS
-from .vae import VAE, VAEConfig, VAEModel
+from .vae import VAE, VAEConfig, VAEFamily, VAEModel, check_image_shape
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,11 @@ class AE(TorchLearner):
     config_class = VAEConfig
     presets = VAE_PRESETS
 
+    preset_config = VAEFamily.preset_config  # grayscale or colour architecture, by the images
+    train_preset = VAEFamily.train_preset
+
     def validate(self) -> None:
-        if self.image_shape[0] != 1:
-            raise RepbenchError(f"learner 'ae' has only the grayscale (MNIST) architecture so far, not {self.image_shape}")
+        check_image_shape(self.name, self.image_shape)
 
     def build_module(self) -> VAEModel:
         return VAEModel(self.config, self.image_shape, 0)

@@ -159,6 +159,14 @@ def wavefront_steps(height: int, width: int, horizon: int) -> list[tuple[torch.T
     return steps
 
 
+def check_image_shape(name: str, shape: tuple[int, int, int]) -> None:
+    c, height, width = shape
+    if c not in (1, 3):
+        raise RepbenchError(f"learner '{name}' models grayscale or RGB images, not {c} channels")
+    if c == 3 and (height % 8 or width % 8):
+        raise RepbenchError(f"the colour models halve the image three times; {height}x{width} is not a multiple of 8")
+
+
 class VAEFamily(TorchLearner):
     """Shared learner code; subclasses fix the decoder's horizon."""
     kinds = REPRESENTATION_KINDS
@@ -174,12 +182,7 @@ class VAEFamily(TorchLearner):
         return (COLOUR_TRAIN_PRESETS if self.image_shape[0] == 3 else TRAIN_PRESETS)[preset]
 
     def validate(self) -> None:
-        c, height, width = self.image_shape
-        if c not in (1, 3):
-            raise RepbenchError(f"learner '{self.name}' models grayscale or RGB images, not {c} channels")
-        if c == 3 and (height % 8 or width % 8):
-            raise RepbenchError(f"the colour models halve the image three times; {height}x{width} is not a "
-                                f"multiple of 8")
+        check_image_shape(self.name, self.image_shape)
         h = self.horizon
         if h is not None and h > max(self.image_shape[1:]):
             raise RepbenchError(f"h = {h} is wider than the image {self.image_shape[1:]}; use fpvae for full context")

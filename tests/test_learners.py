@@ -84,3 +84,16 @@ def test_trains_on_gpu(name, synthetic):
     learner.fit(synthetic.train_x[:100], synthetic.test_x[:50], progress=False)
     assert next(learner.module.parameters()).is_cuda
     assert learner.represent(synthetic.test_x[:10], "mean").is_cuda
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_trains_and_represents_colour_images(name):
+    """Every learner takes 3-channel images too (the VAE family with its ResNets and RGB likelihood)."""
+    x = torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    learner = tiny(name, image_shape=(3, 16, 16), epochs=1, batch_size=20)
+    learner.fit(x[:40], x[40:], progress=False)
+    rep = learner.represent(x[40:], "mean")
+    assert rep.shape[0] == 10 and torch.isfinite(rep).all()
+    if hasattr(learner, "sample"):
+        images = learner.sample(2, torch.Generator().manual_seed(0))
+        assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
