@@ -91,7 +91,12 @@ class PixelCNNHead(nn.Module):
     def _tail(self, h: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             h = block(h)
-        return self.out(h)
+        first, relu, last = self.out
+        h = relu(first(h))
+        # The mixture's parameters always in float32: under bf16 autocast the means would be rounded to about
+        # 1/256, half a bin, which changes the likelihood.
+        with torch.autocast(h.device.type, enabled=False):
+            return last(h.to(torch.promote_types(h.dtype, torch.float32)))
 
     def params_at(self, x: torch.Tensor, features: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Parameters at the positions (rows[p], cols[p]) only -> [B, P_out, P]; local heads only.

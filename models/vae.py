@@ -181,6 +181,10 @@ class VAEFamily(TorchLearner):
     def train_preset(self, preset: str) -> TrainConfig:
         return (COLOUR_TRAIN_PRESETS if self.image_shape[0] == 3 else TRAIN_PRESETS)[preset]
 
+    def autocast_dtype(self) -> torch.dtype | None:
+        # the paper preset on a GPU: networks in bf16, the likelihood's parameters and the likelihood in float32
+        return torch.bfloat16 if self.preset == "paper" and self.device.type == "cuda" else None
+
     def validate(self) -> None:
         check_image_shape(self.name, self.image_shape)
         h = self.horizon

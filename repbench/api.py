@@ -86,6 +86,21 @@ class TorchLearner(Learner):
     def train_preset(self, preset: str) -> TrainConfig:
         return TRAIN_PRESETS[preset]
 
+    def autocast_dtype(self) -> torch.dtype | None:
+        """Mixed-precision dtype for the training and evaluation losses, or None for full precision."""
+        return None
+
+    def training_loss(self):
+        """`loss`, under autocast where `autocast_dtype` asks for it."""
+        dtype = self.autocast_dtype()
+        if dtype is None:
+            return self.loss
+
+        def loss(module, x_uint8):
+            with torch.autocast(self.device.type, dtype=dtype):
+                return self.loss(module, x_uint8)
+        return loss
+
     @abc.abstractmethod
     def build_module(self) -> torch.nn.Module: ...
 
@@ -118,7 +133,7 @@ class TorchLearner(Learner):
         """Train on uint8 images; `augment(batch, generator)` transforms training batches only."""
         if tuple(train_x.shape[1:]) != self.image_shape:
             raise RepbenchError(f"learner built for images {self.image_shape}, got {tuple(train_x.shape[1:])}")
-        self.history = train(self.module, self.loss, train_x.to(self.device), cfg=self.train_config, seed=self.seed,
+        self.history = train(self.module, self.training_loss(), train_x.to(self.device), cfg=self.train_config, seed=self.seed,
                              checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
                              test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
                              on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),

@@ -97,3 +97,20 @@ def test_trains_and_represents_colour_images(name):
     if hasattr(learner, "sample"):
         images = learner.sample(2, torch.Generator().manual_seed(0))
         assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU mixed-precision path is not tested here")
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_paper_preset_bf16_keeps_the_likelihood_in_float32(shape):
+    learner = repbench.create_learner("lpvae", h=1, preset="paper", image_shape=shape, device="cuda")
+    assert learner.autocast_dtype() == torch.bfloat16
+    x = torch.randint(0, 256, (8, *shape), dtype=torch.uint8, device="cuda")
+    model = learner.module.eval()
+    z = torch.randn(8, learner.config.z_dim, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        params = model.decoder_params(x, z)
+        mixed = model.pixel_log_prob(x, params).sum()
+    full = model.pixel_log_prob(x, model.decoder_params(x, z)).sum()
+    assert params.dtype == torch.float32 and mixed.dtype == torch.float32
+    assert torch.isclose(mixed, full, rtol=2e-2)
