@@ -137,13 +137,19 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
     recorded and the others still run."""
     from tqdm.auto import tqdm
     from .battery import battery_for
-    from .runner import RunSpec, run
+    from .runner import RunSpec, find_finished, find_resumable, run, run_prefix
     outcomes = []
     bar = tqdm(suite.cells, desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
     for cell in bar:
         bar.set_postfix_str(str(cell))
+        runs_root = Path(results_dir) / "runs"
+        try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
+            prefix = run_prefix(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed)
+            resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
+        except RepbenchError:
+            resume = False  # bad options: `run` below reports them as this cell's failure
         spec = RunSpec(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed, device, Path(results_dir),
-                       tracking_uri, data_root=data_root, progress=False, reuse=not rerun,
+                       tracking_uri, data_root=data_root, progress=False, reuse=not rerun, resume=resume,
                        battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
         try:
             record = run(spec)

@@ -167,3 +167,20 @@ def test_ui_serves_the_local_store(ran):
         finally:
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
     assert f"http://127.0.0.1:{port}" in out
+
+
+def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: one\nlearners: [{name: vae}]\ndatasets: [synthetic]\npresets: [smoke]\n"
+                                     "metrics: [bpd]\nbattery: {iw_samples: 2}\n")
+    suite = load_suite(tmp_path / "s.yaml")
+    results = tmp_path / "results"
+    run_suite(suite, results_dir=results, progress=False)
+    (folder,) = (results / "runs").iterdir()
+    # make it look interrupted after its last epoch: not finished, no metrics yet
+    state = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**state, "status": "RUNNING"}))
+    (folder / "metrics.json").unlink()
+    (outcome,) = run_suite(suite, results_dir=results, progress=False)
+    assert outcome["status"] == "FINISHED" and [f.name for f in (results / "runs").iterdir()] == [folder.name]
+    assert json.loads((folder / "run.json").read_text())["status"] == "FINISHED"
+    assert (folder / "metrics.json").exists()
