@@ -64,10 +64,10 @@ class TorchLearner(Learner):
         self.options = dict(options)
         model_keys, train_keys = field_names(self.config_class), field_names(TrainConfig)
         check_options("learner", self.name, options, model_keys + train_keys + list(self.extra_options))
-        self.config = override(self.preset_config(preset), {k: v for k, v in options.items() if k in model_keys},
-                               f"{self.name} model")
-        self.train_config = override(self.train_preset(preset), {k: v for k, v in options.items() if k in train_keys},
-                                     "training")
+        model_options = {k: v for k, v in options.items() if k in model_keys}
+        train_options = {k: v for k, v in options.items() if k in train_keys}
+        self.config = override(self.preset_config(preset), model_options, f"{self.name} model")
+        self.train_config = override(self.train_preset(preset), train_options, "training")
         self.validate()
         self._module: torch.nn.Module | None = None
         self.history: list[dict] = []
@@ -133,8 +133,8 @@ class TorchLearner(Learner):
         """Train on uint8 images; `augment(batch, generator)` transforms training batches only."""
         if tuple(train_x.shape[1:]) != self.image_shape:
             raise RepbenchError(f"learner built for images {self.image_shape}, got {tuple(train_x.shape[1:])}")
-        self.history = train(self.module, self.training_loss(), train_x.to(self.device), cfg=self.train_config, seed=self.seed,
-                             checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
+        self.history = train(self.module, self.training_loss(), train_x.to(self.device), cfg=self.train_config,
+                             seed=self.seed, checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
                              test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
                              on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),
                              augment=augment)
