@@ -52,6 +52,28 @@ def make_optimizer(module: torch.nn.Module, lr: float, device: torch.device) -> 
     return torch.optim.Adam(module.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
+def optimizer_state_by_name(module: torch.nn.Module, model_state: dict, opt_state: dict, path: Path) -> dict:
+    """Adam's saved state re-indexed to `module`'s parameter order.
+
+    Optimizer state is stored by parameter position, and positions follow the order in which a module's
+    attributes were assigned, which a code change can reorder. The model's state dict keeps the save-time order
+    by name, so the positions are matched through names; a shape mismatch is a clear error, not a crash in
+    the fused kernel."""
+    params = dict(module.named_parameters())
+    saved = [k for k in model_state if k in params]
+    if sorted(saved) != sorted(params) or len(opt_state["param_groups"]) != 1:
+        raise RepbenchError(f"checkpoint {path} holds optimizer state for other parameters than this model's")
+    position = {name: i for i, name in enumerate(params)}
+    state = {}
+    for i, entry in opt_state["state"].items():
+        name = saved[int(i)]
+        if any(torch.is_tensor(v) and v.dim() and v.shape != params[name].shape for v in entry.values()):
+            raise RepbenchError(f"checkpoint {path}: optimizer state of '{name}' does not match its shape")
+        state[position[name]] = entry
+    group = {**opt_state["param_groups"][0], "params": list(range(len(params)))}
+    return {"state": state, "param_groups": [group]}
+
+
 def batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
@@ -84,7 +106,7 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         module.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        opt.load_state_dict(optimizer_state_by_name(module, state["model"], state["optimizer"], checkpoint))
         history, start = list(state["history"]), state["epoch"]
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:

@@ -87,3 +87,57 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
         repbench.load_learner(tmp_path / "foreign.pt")
     with pytest.raises(RepbenchError, match="does not exist"):
         repbench.load_learner(tmp_path / "missing.pt")
+
+
+class _AB(torch.nn.Module):
+    def __init__(self, hidden=3):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, hidden), torch.nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class _BA(_AB):
+    """The same parameters as _AB, registered in the other order, as a refactor might leave them."""
+    def __init__(self):
+        torch.nn.Module.__init__(self)
+        self.b, self.a = torch.nn.Linear(3, 1), torch.nn.Linear(4, 3)
+
+
+def _regression_loss(module, xb):
+    x = xb.float() / 255
+    return ((module(x).squeeze(1) - x.mean(1)) ** 2).mean()
+
+
+def test_resume_matches_optimizer_state_by_name_when_attribute_order_changed(tmp_path):
+    from repbench.config import TrainConfig
+    from repbench.train import train
+    x = torch.randint(0, 256, (40, 4), dtype=torch.uint8)
+    cfg = TrainConfig(epochs=2, batch_size=10, lr=0.05)
+    start = _AB()
+    full, first, reordered = _AB(), _AB(), _BA()
+    for m in (full, first, reordered):
+        m.load_state_dict(start.state_dict())
+    train(full, _regression_loss, x, cfg=cfg, seed=0, progress=False)
+    train(first, _regression_loss, x, cfg=TrainConfig(epochs=1, batch_size=10, lr=0.05), seed=0,
+          checkpoint=tmp_path / "ck.pt", progress=False)
+    train(reordered, _regression_loss, x, cfg=cfg, seed=0, checkpoint=tmp_path / "ck.pt", resume=True,
+          progress=False)
+    assert [n for n, _ in reordered.named_parameters()][0] == "b.weight"  # the order really differs
+    for name, p in full.named_parameters():
+        assert torch.equal(p, reordered.get_parameter(name)), name
+
+
+def test_optimizer_state_of_another_shape_is_a_clear_error(tmp_path):
+    from repbench.config import TrainConfig
+    from repbench.train import optimizer_state_by_name, train
+    x = torch.randint(0, 256, (20, 4), dtype=torch.uint8)
+    small = _AB()
+    train(small, _regression_loss, x, cfg=TrainConfig(epochs=1, batch_size=10), seed=0,
+          checkpoint=tmp_path / "ck.pt", progress=False)
+    state = load_checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(RepbenchError, match="optimizer state of 'a.weight' does not match its shape"):
+        optimizer_state_by_name(_AB(hidden=5), state["model"], state["optimizer"], tmp_path / "ck.pt")
+    with pytest.raises(RepbenchError, match="other parameters than this model's"):
+        optimizer_state_by_name(torch.nn.Linear(4, 1), state["model"], state["optimizer"], tmp_path / "ck.pt")
