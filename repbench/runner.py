@@ -11,6 +11,7 @@ import json
 import platform
 import subprocess
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,13 @@ def run(spec: RunSpec) -> dict:
     except KeyboardInterrupt:
         finish(state, folder, tracker, "KILLED", error="interrupted; continue with --resume")
         raise
+    except Exception as exc:  # a bug or a library failure: the record says FAILED and the traceback is on disk
+        (folder / "traceback.txt").write_text(traceback.format_exc())
+        first = (str(exc).splitlines() or [""])[0][:160]
+        message = (f"{name} failed unexpectedly ({type(exc).__name__}: {first}); the traceback is in "
+                   f"{folder / 'traceback.txt'}; the last finished epoch's checkpoint is kept")
+        finish(state, folder, tracker, "FAILED", error=message)
+        raise RepbenchError(message) from exc
     record = {"name": name, "learner": spec.learner, "dataset": spec.dataset, "preset": spec.preset,
               "seed": spec.seed, **record, "history": learner.history}
     save_record(folder, record, tracker, artifacts)

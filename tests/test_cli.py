@@ -79,6 +79,25 @@ def test_nan_loss_fails_the_run_cleanly(tmp_path):
     assert run.info.status == "FAILED" and "non-finite" in run.data.tags["error"]
 
 
+def test_an_unexpected_failure_fails_the_run_with_one_line_and_keeps_the_traceback(tmp_path, monkeypatch):
+    """A failure inside a library (here a simulated kernel error) must not leave the run marked RUNNING."""
+    import repbench.api
+
+    def kernel_error(*args, **kw):
+        raise RuntimeError("INTERNAL ASSERT FAILED in a kernel\nsecond line")
+    monkeypatch.setattr(repbench.api, "train", kernel_error)
+    result = invoke("run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q",
+                    "--results-dir", str(tmp_path))
+    assert_one_line_error(result, r"failed unexpectedly \(RuntimeError: INTERNAL ASSERT FAILED in a kernel\); "
+                                  r"the traceback is in .*traceback.txt")
+    (folder,) = (tmp_path / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert state["status"] == "FAILED" and "RuntimeError" in state["error"]
+    assert "kernel_error" in (folder / "traceback.txt").read_text()
+    from mlflow.tracking import MlflowClient
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(state["mlflow_run_id"]).info.status == "FAILED"
+
+
 def test_ls_lists_learners_datasets_presets():
     out = invoke("ls").output
     for name in ("vae", "lpvae", "fpvae", "mnist5k", "fashion-mnist", "cifar10", "svhn", "synthetic", "smoke",
