@@ -132,35 +132,84 @@ def load_suite(path: str | Path) -> Suite:
 
 # ---------------------------------------------------------------------------------------------- running
 def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: str = "auto",
-              tracking_uri: str | None = None, progress: bool = True, data_root: str | None = None) -> list[dict]:
+              tracking_uri: str | None = None, progress: bool = True, data_root: str | None = None,
+              jobs: int = 1) -> list[dict]:
     """Run every cell; finished cells with the same configuration are reused unless `rerun`. A failing cell is
-    recorded and the others still run."""
+    recorded and the others still run. `jobs` > 1 runs cells in that many processes, splitting the cores
+    between them: on a small CPU, one process per core trains more images per second in all than one
+    process using every core, because the head's small matrix multiplies do not scale across threads."""
     from tqdm.auto import tqdm
-    from .battery import battery_for
-    from .runner import RunSpec, find_finished, find_resumable, run, run_prefix
-    outcomes = []
-    bar = tqdm(suite.cells, desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
-    for cell in bar:
-        bar.set_postfix_str(str(cell))
-        runs_root = Path(results_dir) / "runs"
-        try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
-            prefix = run_prefix(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed)
-            resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
-        except RepbenchError:
-            resume = False  # bad options: `run` below reports them as this cell's failure
-        spec = RunSpec(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed, device, Path(results_dir),
-                       tracking_uri, data_root=data_root, progress=False, reuse=not rerun, resume=resume,
-                       battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
-        try:
-            record = run(spec)
-            outcomes.append({"cell": cell, "status": record["status"], "record": record})
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # a failing cell must not stop the others
-            outcomes.append({"cell": cell, "status": "FAILED", "error": f"{type(exc).__name__}: {exc}"
-                             if not isinstance(exc, RepbenchError) else str(exc)})
-        bar.write(f"{outcomes[-1]['status']:<8} {cell}")
+    if jobs < 1:
+        raise RepbenchError(f"--jobs must be >= 1, got {jobs}")
+    specs = [(cell, _cell_spec(suite, cell, results_dir, rerun, device, tracking_uri, data_root))
+             for cell in suite.cells]
+    bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
+    outcomes: list[dict | None] = [None] * len(specs)
+
+    def done(i: int, outcome: dict) -> None:
+        outcomes[i] = outcome
+        bar.update()
+        bar.write(f"{outcome['status']:<8} {outcome['cell']}")
+    if jobs == 1 or len(specs) == 1:
+        for i, (cell, spec) in enumerate(specs):
+            bar.set_postfix_str(str(cell))
+            done(i, run_cell(cell, spec))
+    else:
+        _run_parallel(specs, jobs, tracking_uri, results_dir, done)
+    bar.close()
     return outcomes
+
+
+def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
+               data_root: str | None):
+    from .battery import battery_for
+    from .runner import RunSpec, find_finished, find_resumable, run_prefix
+    runs_root = Path(results_dir) / "runs"
+    try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
+        prefix = run_prefix(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed)
+        resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
+    except RepbenchError:
+        resume = False  # bad options: `run` reports them as this cell's failure
+    return RunSpec(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed, device, Path(results_dir),
+                   tracking_uri, data_root=data_root, progress=False, reuse=not rerun, resume=resume,
+                   battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
+
+
+def run_cell(cell: Cell, spec) -> dict:
+    """One cell's outcome; a failure is recorded, never raised (Ctrl-C still stops everything)."""
+    from .runner import run
+    try:
+        record = run(spec)
+        return {"cell": cell, "status": record["status"], "record": record}
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return {"cell": cell, "status": "FAILED",
+                "error": str(exc) if isinstance(exc, RepbenchError) else f"{type(exc).__name__}: {exc}"}
+
+
+def _set_threads(n: int) -> None:
+    import torch
+    torch.set_num_threads(n)
+
+
+def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import torch
+    from .tracking import MLflowTracker, default_tracking_uri
+    # Create the store and experiment once, so that workers do not race to migrate a new SQLite file.
+    MLflowTracker(tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment, results_dir).prepare()
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(run_cell, cell, spec): i for i, (cell, spec) in enumerate(specs)}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:

@@ -52,25 +52,36 @@ class MLflowTracker:
     def start(self, run_name: str, params: dict, tags: dict, run_id: str | None = None) -> str | None:
         return self._guard("start", self._start, run_name, params, tags, run_id)
 
-    def _start(self, run_name, params, tags, run_id):
+    def prepare(self) -> None:
+        """Create the store and the experiment now (before several processes share them)."""
+        self._guard("prepare", self._experiment_id)
+
+    def _connect(self):
         import logging
         for noisy in ("alembic", "mlflow.store.db.utils"):  # the SQLite store's migrations chatter at INFO
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        from mlflow.entities import Param, RunTag
         from mlflow.tracking import MlflowClient
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if self.client is None:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        return self.client
+
+    def _experiment_id(self) -> str:
+        client = self._connect()
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
+        location = (self.results_dir / "mlartifacts").resolve().as_uri() if local else None
+        return client.create_experiment(self.experiment, artifact_location=location)
+
+    def _start(self, run_name, params, tags, run_id):
+        from mlflow.entities import Param, RunTag
+        self._connect()
         if run_id is not None:  # resuming: reopen the same run
             self.client.update_run(run_id, status="RUNNING")
             self.run_id = run_id
             return run_id
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
-            location = (self.results_dir / "mlartifacts").resolve().as_uri() if local else None
-            exp_id = self.client.create_experiment(self.experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
-        run = self.client.create_run(exp_id, run_name=run_name, tags=tags)
+        run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(flat), 100):

@@ -184,3 +184,30 @@ def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path):
     assert outcome["status"] == "FINISHED" and [f.name for f in (results / "runs").iterdir()] == [folder.name]
     assert json.loads((folder / "run.json").read_text())["status"] == "FINISHED"
     assert (folder / "metrics.json").exists()
+
+
+def test_parallel_cells_finish_in_order_with_their_share_of_the_cores(tmp_path):
+    import torch
+    from mlflow.tracking import MlflowClient
+    (tmp_path / "s.yaml").write_text("name: two\nlearners: [vae, {name: lpvae, options: {h: 1}}]\n"
+                                     "datasets: [synthetic]\npresets: [smoke]\nmetrics: [bpd]\n"
+                                     "battery: {iw_samples: 2}\n")
+    suite = load_suite(tmp_path / "s.yaml")
+    parallel = run_suite(suite, results_dir=tmp_path / "par", progress=False, jobs=2)
+    assert [o["cell"] for o in parallel] == list(suite.cells)
+    assert [o["status"] for o in parallel] == ["FINISHED", "FINISHED"], parallel
+    for o in parallel:
+        state = json.loads((Path(o["record"]["folder"]) / "run.json").read_text())
+        assert state["environment"]["threads"] == str(max(1, torch.get_num_threads() // 2))
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'par' / 'mlflow.db'}").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'par' / 'mlflow.db'}").search_experiments()])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    serial = run_suite(suite, results_dir=tmp_path / "ser", progress=False)
+    for p, s in zip(parallel, serial):  # another thread count reorders sums, nothing more
+        assert p["record"]["metrics"]["bpd"] == pytest.approx(s["record"]["metrics"]["bpd"], rel=1e-4)
+
+
+def test_jobs_below_one_is_an_error(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: x\nlearners: [vae]\ndatasets: [synthetic]\npresets: [smoke]\n")
+    with pytest.raises(RepbenchError, match="--jobs must be >= 1"):
+        run_suite(load_suite(tmp_path / "s.yaml"), results_dir=tmp_path, jobs=0)
