@@ -119,7 +119,10 @@ def test_interrupted_run_resumes_to_the_same_mlflow_run(tmp_path):
             "synthetic", "--epochs", "8", "-o", "train_limit=600", "-o", "width=32", "-o", "hidden=128", "--grid",
             "0", "-q", "--metrics", "bpd",
             "--results-dir", str(tmp_path)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: give the
+    # child the default disposition, as a terminal's Ctrl-C would find it.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(tmp_path.glob("runs/*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
