@@ -47,7 +47,7 @@ COLOUR_PRESETS = {  # CIFAR-10 / SVHN: ResNets of 400 channels, z = 64, the same
     "smoke": VAEConfig(z_dim=8, hidden=8, feature_channels=4, width=16, n_res=2, n_mix=3),
 }
 COLOUR_TRAIN_PRESETS = {
-    "paper": TrainConfig(epochs=1000, batch_size=100),
+    "paper": TrainConfig(epochs=1000, batch_size=100, curve_every=20),
     "medium": TrainConfig(epochs=20, batch_size=100),
     "quick": TrainConfig(epochs=10, batch_size=100, train_limit=5000, test_limit=1000),
     "smoke": TRAIN_PRESETS["smoke"],
@@ -198,6 +198,11 @@ class VAEFamily(TorchLearner):
         t = module.elbo_terms(to_unit(x_uint8))
         return (t["nll_nats"] + t["kl_nats"]).mean()
 
+    def curve_metrics(self, module: VAEModel, x_uint8: torch.Tensor) -> dict[str, float]:
+        """Mutual information (nats) of the test images, for the training curves (the paper's Figure 6)."""
+        mean, std = module.posterior(to_unit(x_uint8))
+        return {"test_mutual_info": float(kl_to_standard_normal(mean.double(), std.double()).mean())}
+
     # The design's plain-tensor API, delegated to the module.
     def posterior(self, x):
         return self.module.posterior(x)
@@ -258,6 +263,10 @@ class LPVAE(VAEFamily):
     @property
     def horizon(self) -> int:
         return self.options.get("h", 2)
+
+    @property
+    def display_name(self) -> str:
+        return f"lpvae-h{self.horizon}"
 
 
 class FPVAE(VAEFamily):

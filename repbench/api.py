@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .config import TRAIN_PRESETS, TrainConfig, check_preset, field_names, override
+from .config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, check_preset, field_names, override
 from .registry import Registry, RepbenchError, check_options
 from .train import load_checkpoint, save_checkpoint, train
 
@@ -38,6 +38,11 @@ class Learner(abc.ABC):
 
     @abc.abstractmethod
     def load(self, path: str | Path) -> "Learner": ...
+
+    @property
+    def display_name(self) -> str:
+        """How tables and run names show this learner (lpvae says its horizon: lpvae-h2)."""
+        return self.name
 
     def check_kind(self, kind: str) -> None:
         if kind not in self.kinds:
@@ -101,6 +106,11 @@ class TorchLearner(Learner):
                 return self.loss(module, x_uint8)
         return loss
 
+    def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, float]:
+        """Extra per-epoch values of a test batch for the training curves, every `curve_every` epochs; the
+        loop averages them over batches. None by default."""
+        return {}
+
     @abc.abstractmethod
     def build_module(self) -> torch.nn.Module: ...
 
@@ -122,6 +132,14 @@ class TorchLearner(Learner):
         c, h, w = self.image_shape
         return c * h * w
 
+    def key_settings(self) -> dict[str, Any]:
+        """The resolved settings that determine the trained weights, flat and by name: the model config, the
+        training config less its evaluation-only fields, and any extra options at their resolved values.
+        A run's configuration key hashes these, so it does not depend on how an option was spelled."""
+        train = {k: v for k, v in asdict(self.train_config).items() if k not in EVALUATION_ONLY}
+        extra = {k: self.options.get(k, default) for k, default in self.extra_options.items()}
+        return {**asdict(self.config), **train, **extra}
+
     def params(self) -> dict[str, Any]:
         """Everything that defines this learner, for tracking and for rebuilding it from a checkpoint."""
         return {"learner": self.name, "preset": self.preset, "image_shape": list(self.image_shape),
@@ -137,7 +155,7 @@ class TorchLearner(Learner):
                              seed=self.seed, checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
                              test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
                              on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),
-                             augment=augment)
+                             augment=augment, curves=self.curve_metrics)
         self.module.eval()
         return self
 

@@ -27,13 +27,17 @@ class TrainConfig:
     eval_batch_size: int = 500
     train_limit: int | None = None   # use only the first N training images of the fixed split
     test_limit: int | None = None
+    curve_every: int = 1             # epochs between the learner's extra curve points (e.g. mutual information)
 
+
+# Settings that change what is measured during training, never the trained weights: not part of a run's key.
+EVALUATION_ONLY = ("eval_batch_size", "curve_every")
 
 TRAIN_PRESETS = {
     "smoke": TrainConfig(epochs=1, batch_size=50, train_limit=300, test_limit=100),
     "quick": TrainConfig(epochs=10, batch_size=100, train_limit=5000, test_limit=1000),
     "medium": TrainConfig(epochs=20, batch_size=100),
-    "paper": TrainConfig(epochs=100, batch_size=100),
+    "paper": TrainConfig(epochs=100, batch_size=100, curve_every=5),
 }
 
 

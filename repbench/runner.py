@@ -65,19 +65,38 @@ def display_name(learner: str, options: dict) -> str:
     return f"{learner}-h{h}" if h is not None else learner
 
 
-def config_key(params: dict, dataset: str) -> str:
-    blob = json.dumps({"params": params, "dataset": dataset}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+def config_key(learner, dataset: str, augment: bool = True) -> str:
+    """A hash of everything that determines a run's trained weights: learner, dataset, image shape, preset, seed
+    and the resolved settings (`key_settings`), so options spelled differently but resolving alike share a key."""
+    from .data import DATASETS
+    blob = {"learner": learner.name, "dataset": dataset, "image_shape": list(learner.image_shape),
+            "preset": learner.preset, "seed": learner.seed, "settings": learner.key_settings()}
+    if not augment and DATASETS.get(dataset).augment is not None:
+        blob["augment"] = False  # only then, so runs on data without augmentation keep their keys
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def run_prefix(learner: str, options: dict, dataset: str, preset: str, seed: int, augment: bool = True) -> str:
-    """The run folder prefix of a configuration: readable name and a hash of every resolved setting."""
+    """The run folder prefix of a configuration: readable name and the configuration key."""
     from .data import DATASETS
-    params = create_learner(learner, preset=preset, image_shape=DATASETS.get(dataset).image_shape, seed=seed,
-                            **options).params()
-    if not augment and DATASETS.get(dataset).augment is not None:
-        params["augment"] = False  # only then, so runs on data without augmentation keep their keys
-    return f"{display_name(learner, options)}-{dataset}-{preset}-s{seed}-{config_key(params, dataset)}"
+    built = create_learner(learner, preset=preset, image_shape=DATASETS.get(dataset).image_shape, seed=seed,
+                           **options)
+    return f"{built.display_name}-{dataset}-{preset}-s{seed}-{config_key(built, dataset, augment)}"
+
+
+def new_run_folder(runs_root: Path, prefix: str) -> Path:
+    """Create a fresh run folder atomically: two runs started in the same millisecond still get their own."""
+    runs_root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}"
+    for n in range(1000):
+        folder = runs_root / f"{prefix}-{stamp}{'' if n == 0 else f'-{n}'}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RepbenchError(f"could not create a new run folder for {prefix} under {runs_root}")
 
 
 def find_resumable(runs_root: Path, prefix: str) -> Path | None:
@@ -143,8 +162,7 @@ def run(spec: RunSpec) -> dict:
     if spec.resume and folder is None:
         raise RepbenchError(f"--resume: no interrupted run of {name} with these options under {runs_root}; "
                             f"start it without --resume")
-    folder = folder or runs_root / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = folder or new_run_folder(runs_root, prefix)
     state = read_json(folder / "run.json") or {"name": name, "spec": asdict(spec), "params": params,
                                                 "dataset": spec.dataset, "environment": environment()}
     tracker = MLflowTracker(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment,

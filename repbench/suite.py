@@ -26,7 +26,7 @@ from .registry import RepbenchError
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
               "thresholds", "baseline")
-LEARNER_KEYS = ("name", "options")
+LEARNER_KEYS = ("name", "options", "seeds")
 THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
 BASELINE_KEYS = ("file", "tolerance")
 
@@ -107,14 +107,17 @@ def load_suite(path: str | Path) -> Suite:
     except yaml.YAMLError as exc:
         raise RepbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     _check_keys(raw, SUITE_KEYS, "the suite", path)
+    seeds = [int(s) for s in _list(raw, "seeds", path, [0])]
     learners = []
     for item in _list(raw, "learners", path):
         item = {"name": item} if isinstance(item, str) else item
         _check_keys(item, LEARNER_KEYS, "a learner entry", path)
-        learners.append((item["name"], dict(item.get("options") or {})))
-    cells = tuple(Cell(name, opts, d, p, int(s)) for (name, opts), d, p, s in itertools.product(
-        learners, _list(raw, "datasets", path, ["mnist5k"]), _list(raw, "presets", path, ["quick"]),
-        _list(raw, "seeds", path, [0])))
+        own = [int(s) for s in _list(item, "seeds", path, seeds)]  # a learner may run fewer seeds (fpvae: slow)
+        learners.append((item["name"], dict(item.get("options") or {}), own))
+    # Seed-major order: a suite stopped part-way has whole seeds of every learner rather than all seeds of a few.
+    all_seeds = sorted({s for *_, own in learners for s in own}, key=lambda s: (s not in seeds, s))
+    cells = tuple(Cell(name, opts, d, p, s) for s in all_seeds for (name, opts, own), d, p in itertools.product(
+        learners, _list(raw, "datasets", path, ["mnist5k"]), _list(raw, "presets", path, ["quick"])) if s in own)
     thresholds = tuple(Threshold(**_check_keys(t, THRESHOLD_KEYS, "a threshold", path))
                        for t in raw.get("thresholds") or [])
     for t in thresholds:

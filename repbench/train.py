@@ -19,6 +19,7 @@ from .registry import RepbenchError
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
 LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (module, uint8 batch) -> mean nats per image
+CurveFn = Callable[[torch.nn.Module, torch.Tensor], dict]  # (module, uint8 batch) -> {name: batch mean}
 
 
 class NonFiniteLoss(RepbenchError):
@@ -90,15 +91,31 @@ def evaluate(module: torch.nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_si
     return total / len(x)
 
 
+def curve_point(module: torch.nn.Module, curves: CurveFn, x: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Image-weighted means of `curves` over x, in eval mode; the RNG state is left as it was."""
+    was_training = module.training
+    module.eval()
+    sums: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size]
+            for k, v in curves(module, batch).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+    module.train(was_training)
+    return {k: v / len(x) for k, v in sums.items()}
+
+
 def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cfg: TrainConfig, seed: int,
           checkpoint: Path | None = None, resume: bool = False, test_x: torch.Tensor | None = None,
           meta: dict[str, Any] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          progress: bool = True, nats_per_unit: float = 1.0, augment: Augment | None = None) -> list[dict]:
+          progress: bool = True, nats_per_unit: float = 1.0, augment: Augment | None = None,
+          curves: CurveFn | None = None) -> list[dict]:
     """Train `module` in place; return the per-epoch history [{epoch, train_loss, test_loss}].
 
     `loss_fn` returns the mean loss in nats per image; the history reports it divided by `nats_per_unit`
     (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device.
-    `augment` transforms training batches only, with a generator seeded by (seed, epoch) so resumes repeat it."""
+    `augment` transforms training batches only, with a generator seeded by (seed, epoch) so resumes repeat it.
+    `curves` adds values of the test images to the history every `cfg.curve_every` epochs and at the last."""
     device = train_x.device
     opt = make_optimizer(module, cfg.lr, device)
     history: list[dict] = []
@@ -138,6 +155,8 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
         record = {"epoch": epoch, "train_loss": total / seen / nats_per_unit}
         if test_x is not None:
             record["test_loss"] = evaluate(module, loss_fn, test_x, cfg.eval_batch_size) / nats_per_unit
+            if curves is not None and cfg.curve_every and (epoch % cfg.curve_every == 0 or epoch == cfg.epochs):
+                record.update(curve_point(module, curves, test_x, cfg.eval_batch_size))
         if not all(torch.isfinite(p).all() for p in module.parameters()):
             raise NonFiniteLoss(_nan_message(float("nan"), epoch, "end", checkpoint, start_epoch=epoch - 1))
         history.append(record)
