@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from repbench.api import TorchLearner
-from repbench.config import PRESETS
+from repbench.config import PRESETS, bounded
 from repbench.registry import RepbenchError
+from repbench.torch_learner import TorchLearner
 from repbench.train import save_checkpoint
 
 from .dmol import to_unit
@@ -140,17 +140,16 @@ class AE(TorchLearner):
         return self.batched(lambda xb: self.module.posterior(xb)[0], x)
 
 
+@dataclass(frozen=True)
+class BetaVAEConfig(VAEConfig):
+    beta: float = bounded(4.0, min=0)   # weight of the KL term in the training loss
+
+
 class BetaVAE(VAE):
     """The VAE (h = 0) with weight beta on the KL term of its training loss."""
     name = "beta-vae"
-    extra_options = {"beta": 4.0}
-
-    def validate(self) -> None:
-        beta = self.options.get("beta", 4.0)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise RepbenchError(f"beta must be a number >= 0, got {beta!r}")
-        super().validate()
+    config_class = BetaVAEConfig
 
     def loss(self, module: VAEModel, x_uint8: torch.Tensor) -> torch.Tensor:
         t = module.elbo_terms(to_unit(x_uint8))
-        return (t["nll_nats"] + float(self.options.get("beta", 4.0)) * t["kl_nats"]).mean()
+        return (t["nll_nats"] + self.config.beta * t["kl_nats"]).mean()

@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from repbench.api import REPRESENTATION_KINDS, TorchLearner
-from repbench.config import TRAIN_PRESETS, TrainConfig
+from repbench.api import REPRESENTATION_KINDS
+from repbench.config import TRAIN_PRESETS, TrainConfig, bounded
 from repbench.metrics.information import kl_to_standard_normal
 from repbench.registry import RepbenchError
+from repbench.torch_learner import TorchLearner
 
 from .dmol import dmol_log_prob, dmol_noise, dmol_sample, num_params, to_unit
 from .pixelcnn import PixelCNNHead
@@ -25,13 +26,18 @@ from .resnet import ResNetDecoder, ResNetEncoder
 
 @dataclass(frozen=True)
 class VAEConfig:
-    z_dim: int = 32
-    hidden: int = 500            # encoder / decoder width: MLP units (grayscale) or ResNet channels (colour)
-    feature_channels: int = 16   # channels of the decoder's feature map fed to the PixelCNN head
-    width: int = 256             # PixelCNN head width
-    n_res: int = 5               # residual blocks in the head
-    n_mix: int = 10              # logistic mixture components
-    full_kernel: int = 7         # fpvae's first (mask-A) kernel
+    z_dim: int = bounded(32, min=1)
+    hidden: int = bounded(500, min=1)           # encoder / decoder width: MLP units or ResNet channels (colour)
+    feature_channels: int = bounded(16, min=1)  # channels of the decoder's feature map fed to the PixelCNN head
+    width: int = bounded(256, min=2)            # PixelCNN head width (half pixel path, half features)
+    n_res: int = bounded(5, min=0)              # residual blocks in the head
+    n_mix: int = bounded(10, min=1)             # logistic mixture components
+    full_kernel: int = bounded(7, min=3, odd=True)  # fpvae's first (mask-A) kernel
+
+
+@dataclass(frozen=True)
+class LPVAEConfig(VAEConfig):
+    h: int = bounded(2, min=0)                  # the decoder's horizon in pixels; 0 is the plain vae
 
 
 PRESETS = {
@@ -170,6 +176,7 @@ def check_image_shape(name: str, shape: tuple[int, int, int]) -> None:
 class VAEFamily(TorchLearner):
     """Shared learner code; subclasses fix the decoder's horizon."""
     kinds = REPRESENTATION_KINDS
+    abilities = ("posterior", "likelihood", "generator")
     config_class = VAEConfig
     presets = PRESETS
 
@@ -247,22 +254,20 @@ class VAE(VAEFamily):
     """The VAE baseline: a decoder that sees no pixels (h = 0)."""
     name = "vae"
     horizon = 0
+    fixed_options = {"h": 0}  # `--model vae --h 0` is the vae; any other h is an lpvae
+
+    def fixed_hint(self, key: str) -> str:
+        return "; use --model lpvae for a horizon h >= 1"
 
 
 class LPVAE(VAEFamily):
     """Local PixelCNN VAE: the decoder sees a horizon of h pixels above and to the left of each pixel."""
     name = "lpvae"
-    extra_options = {"h": 2}
-
-    def validate(self) -> None:
-        h = self.options.get("h", 2)
-        if isinstance(h, bool) or not isinstance(h, int) or h < 0:
-            raise RepbenchError(f"h must be an integer >= 0 (0 is the plain vae), got {h!r}")
-        super().validate()
+    config_class = LPVAEConfig
 
     @property
     def horizon(self) -> int:
-        return self.options.get("h", 2)
+        return self.config.h
 
     @property
     def display_name(self) -> str:

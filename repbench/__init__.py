@@ -1,9 +1,12 @@
 """repbench: a benchmark and leaderboard harness for representation quality."""
-from .api import LEARNERS, Learner, TorchLearner, create_learner, list_learners, load_learner
+from .api import (ABILITIES, LEARNERS, ImageGenerator, LabelUser, Learner, Likelihood, Posterior, create_learner,
+                  has_ability, list_learners, load_learner)
 from .config import PRESETS, TrainConfig
 from .data import ImageData, list_datasets, load_dataset
 from .registry import Registry, RepbenchError
+from .torch_learner import TorchLearner
 
 __version__ = "0.1.0"
-__all__ = ["LEARNERS", "Learner", "TorchLearner", "create_learner", "list_learners", "load_learner", "PRESETS",
+__all__ = ["ABILITIES", "LEARNERS", "ImageGenerator", "LabelUser", "Learner", "Likelihood", "Posterior",
+           "TorchLearner", "create_learner", "has_ability", "list_learners", "load_learner", "PRESETS",
            "TrainConfig", "ImageData", "list_datasets", "load_dataset", "Registry", "RepbenchError"]

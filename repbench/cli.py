@@ -13,53 +13,82 @@ from .config import PRESET_HELP, PRESETS
 from .registry import PluginWarning, RepbenchError
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+RESUME_ADVICE = {
+    "run": "the last finished epoch's checkpoint is kept; run the same command with --resume to continue",
+    "suite": "finished cells are kept and the interrupted ones keep their last finished epoch; run the same "
+             "`repbench suite` command again to continue",
+}
 
 
-def friendly(fn):
+def friendly(advice: str = ""):
     """Turn repbench errors and Ctrl-C into one-line messages with distinct exit codes."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kw):
-        try:
-            return fn(*args, **kw)
-        except RepbenchError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            click.echo("interrupted: the last finished epoch's checkpoint is kept; run the same command with "
-                       "--resume to continue", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-    return wrapper
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except RepbenchError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(EXIT_ERROR)
+            except KeyboardInterrupt:
+                click.echo("interrupted" + (f": {advice}" if advice else ""), err=True)
+                sys.exit(EXIT_INTERRUPTED)
+        return wrapper
+    return deco
 
 
-def parse_options(pairs: tuple[str, ...]) -> dict:
+def parse_pairs(pairs: tuple[str, ...], flag: str, parse_value=yaml.safe_load) -> dict:
+    """KEY=VALUE pairs of a repeatable option, values read as YAML scalars."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise RepbenchError(f"--option expects KEY=VALUE, got '{pair}'")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise RepbenchError(f"{flag} expects KEY=VALUE, got '{pair}'")
+        try:
+            out[key.strip()] = parse_value(value)
+        except yaml.YAMLError:
+            raise RepbenchError(f"{flag} {key.strip()}: cannot read the value '{value}'") from None
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="repbench")
-def cli():
-    """repbench: benchmark representation learners (VAE, local and full PixelCNN VAEs, baselines)."""
-    warnings.simplefilter("default", PluginWarning)
+# ------------------------------------------------------------------------------------------ shared options
+SHARED = {
+    "results_dir": click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+                                show_default=True, help="Folder for run folders and the local MLflow store."),
+    "tracking_uri": click.option("--tracking-uri", default=None,
+                                 help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite file "
+                                      "under the results folder)."),
+    "device": click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
+                           help="Where to train and evaluate; auto picks CUDA when present."),
+    "data_root": click.option("--data-root", default=None, help="Folder of downloaded datasets (default: "
+                                                                "$REPBENCH_DATA or ~/.cache/repbench/data)."),
+    "quiet": click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    "experiment": click.option("--experiment", default="repbench", show_default=True,
+                               help="MLflow experiment name."),
+}
+
+
+def shared(*names):
+    """Apply shared options by name, in the order given."""
+    def deco(fn):
+        for name in reversed(names):
+            fn = SHARED[name](fn)
+        return fn
+    return deco
 
 
 def battery_options(fn):
     """Options that choose and size the metric battery, shared by `run` and `eval`."""
-    from .battery import GROUPS
+    from .metrics import LINEAR_METHODS, battery_metrics, default_metrics
     opts = [
-        click.option("--metrics", default=",".join(GROUPS), show_default=True,
-                     help="Comma-separated metric groups to run."),
+        click.option("--metrics", default=",".join(default_metrics()), show_default=True,
+                     help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}."),
         click.option("--probe-seeds", type=int, default=None, help="Repeats of each probe [3; smoke: 1]."),
         click.option("--iw-samples", type=int, default=None,
                      help="Samples k of the importance-weighted bound bpd_iw [10; smoke: 4]."),
-        click.option("--linear-method", type=click.Choice(["linearsvc", "svc"]), default="linearsvc",
-                     show_default=True, help="linearsvc: standardized LinearSVC; svc: SVC(kernel='linear') as in "
-                                             "the paper's code."),
+        click.option("--linear-method", type=click.Choice(LINEAR_METHODS), default="linearsvc", show_default=True,
+                     help="linearsvc: standardized LinearSVC; svc: SVC(kernel='linear') as in the paper's code; "
+                          "torch: LinearSVC's objective by L-BFGS (fast on many dimensions)."),
         click.option("--probe-epochs", type=int, default=None, help="Epochs of the MLP probe [20; smoke: 3]."),
     ]
     for opt in reversed(opts):
@@ -74,6 +103,14 @@ def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epo
     return {k: v for k, v in given.items() if v is not None}
 
 
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="repbench")
+def cli():
+    """repbench: benchmark representation learners (VAE, local and full PixelCNN VAEs, baselines)."""
+    warnings.simplefilter("default", PluginWarning)
+
+
+# ------------------------------------------------------------------------------------------ run / eval
 @cli.command()
 @click.option("--model", "-m", "model", default="lpvae", show_default=True, help="Learner name (see `repbench ls`).")
 @click.option("--h", "h", type=int, default=None, help="Decoder horizon for lpvae (integer >= 0; 0 = vae).")
@@ -84,52 +121,36 @@ def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epo
 @click.option("--epochs", type=int, default=None, help="Override the preset's number of epochs.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="Any other learner option, e.g. -o width=128 -o lr=1e-3 (repeatable).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to train; auto picks CUDA when present.")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a "
-                                                    "SQLite file under the results folder).")
-@click.option("--experiment", default="repbench", show_default=True, help="MLflow experiment name.")
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
-              help="Folder for run folders and the local MLflow store.")
-@click.option("--data-root", default=None, help="Folder of downloaded datasets (default: $REPBENCH_DATA or "
-                                                 "~/.cache/repbench/data).")
+@shared("device", "tracking_uri", "experiment", "results_dir", "data_root")
 @click.option("--download", is_flag=True, help="Allow downloading the dataset if it is missing.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run with the same configuration.")
 @click.option("--no-augment", is_flag=True, help="Train without the dataset's augmentation (cifar10: crop + flip).")
 @click.option("--grid", type=int, default=8, show_default=True, help="Images per row in the sample grid; 0 skips it.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@shared("quiet")
 @battery_options
-@friendly
+@friendly(RESUME_ADVICE["run"])
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
         download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .battery import battery_for
     from .runner import RunSpec, run as run_one
-    opts = parse_options(options)
-    if h is not None:
-        opts["h"] = h
-    if epochs is not None:
-        opts["epochs"] = epochs
-    if "h" in opts and model == "vae" and opts["h"] == 0:
-        opts.pop("h")  # `--model vae --h 0` is just the vae
-    record = run_one(RunSpec(model, opts, dataset, preset, seed, device, results_dir, tracking_uri, experiment,
-                             data_root, download, resume, progress=not quiet, grid=grid, augment=not no_augment,
-                             battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples,
-                                                                           linear_method, probe_epochs))))
-    print_result(record)
+    opts = parse_pairs(options, "--option")
+    opts.update({k: v for k, v in (("h", h), ("epochs", epochs)) if v is not None})
+    spec = RunSpec(learner=model, options=opts, dataset=dataset, preset=preset, seed=seed, device=device,
+                   results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
+                   download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
+                   battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
+                                                                 probe_epochs)))
+    print_result(run_one(spec))
 
 
 @cli.command(name="eval")
 @click.option("--run", "run_ref", default=None, help="MLflow run id or run folder name (a unique prefix will do).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Any repbench checkpoint instead.")
-@click.option("--dataset", "-d", default=None, help="Dataset (default: the run's own, else mnist5k).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI of the run (default as for `run`).")
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--data-root", default=None, help="Folder of downloaded datasets.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--dataset", "-d", default=None, help="Dataset of a --checkpoint (default mnist5k); a run's own.")
+@shared("device", "tracking_uri", "results_dir", "data_root", "quiet")
 @battery_options
-@friendly
+@friendly()
 def eval_cmd(run_ref, checkpoint, dataset, device, tracking_uri, results_dir, data_root, quiet, metrics, probe_seeds,
              iw_samples, linear_method, probe_epochs):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache)."""
@@ -144,15 +165,16 @@ def eval_cmd(run_ref, checkpoint, dataset, device, tracking_uri, results_dir, da
 
 def print_result(record: dict) -> None:
     from tabulate import tabulate
-    metrics, units = record["metrics"], record.get("units", {})
+    from .metrics import metric_info
+    metrics = record["metrics"]
     rows = []
     for name, value in metrics.items():
         if name.endswith("_std"):
             continue
         std = metrics.get(name + "_std")
         shown = "n/a" if value is None else f"{value:.4g}" + (f" ± {std:.2f}" if std is not None else "")
-        unit = units.get(name, {})
-        rows.append([name, shown, unit.get("unit", ""), unit.get("better", "")])
+        unit, direction, _ = metric_info(name)
+        rows.append([name, shown, unit, direction])
     click.echo(f"\n{record['name']}  ({record['status']}; folder {record['folder']})")
     click.echo(tabulate(rows, headers=["metric", "value", "unit", "better"], tablefmt="github", disable_numparse=True))
     if record.get("timings_s"):
@@ -164,45 +186,48 @@ def print_result(record: dict) -> None:
 
 
 @cli.command(name="ls")
-@friendly
+@friendly()
 def ls():
-    """List learners, datasets and presets."""
+    """List learners, datasets, metrics and presets."""
     from tabulate import tabulate
     from .api import LEARNERS
     from .data import DATASETS
+    from .metrics import METRICS
     rows = [[n, ((cls.__doc__ or "").strip().splitlines() or [""])[0], LEARNERS.origin(n)] for n, cls in LEARNERS.items()]
     click.echo("Learners\n" + tabulate(rows, headers=["name", "description", "from"], tablefmt="github"))
     rows = [[n, spec.description] for n, spec in DATASETS.items()]
     click.echo("\nDatasets\n" + tabulate(rows, headers=["name", "description"], tablefmt="github"))
+    rows = [[n, m.unit, m.direction, ", ".join(m.needs), m.description] for n, m in METRICS.in_order()
+            if m.compute is not None]
+    click.echo("\nMetrics\n" + tabulate(rows, headers=["name", "unit", "better", "needs", "description"],
+                                        tablefmt="github"))
     click.echo("\nPresets\n" + tabulate(list(PRESET_HELP.items()), headers=["name", "description"], tablefmt="github"))
 
 
+# ------------------------------------------------------------------------------------------ suites
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
 @click.option("--rerun", is_flag=True, help="Run every cell again, even those with a finished run.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default as for `run`).")
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--data-root", default=None, help="Folder of downloaded datasets.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@shared("device", "tracking_uri", "results_dir", "data_root", "quiet")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cells to run at once, each in its own process with an equal share of the cores "
                    "(on CPU, --jobs equal to the core count gives the most images per second).")
-@friendly
+@friendly(RESUME_ADVICE["suite"])
 def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet, jobs):
     """Run every cell of a suite (learners x datasets x presets x seeds); finished cells are reused."""
     from tabulate import tabulate
+    from .metrics import summary_metrics
+    from .runner import resolve_device
     from .suite import load_suite, run_suite
+    resolve_device(device)
     spec = load_suite(suite_file)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
                          progress=not quiet, data_root=data_root, jobs=jobs)
-    rows = []
-    for o in outcomes:
-        m = o.get("record", {}).get("metrics", {})
-        rows.append([str(o["cell"]), o["status"]] + [_fmt(m.get(k)) for k in ("bpd", "mutual_info", "intrinsic_dim",
-                                                                             "linear_probe")] + [o.get("error", "")])
-    click.echo(tabulate(rows, headers=["cell", "status", "bpd", "mutual_info", "intrinsic_dim", "linear_probe",
-                                       "error"], tablefmt="github", disable_numparse=True))
+    columns = [m for m in summary_metrics() if m != "nonlinear_probe"]
+    rows = [[str(o["cell"]), o["status"]] + [_fmt(o.get("record", {}).get("metrics", {}), k) for k in columns]
+            + [o.get("error", "")] for o in outcomes]
+    click.echo(tabulate(rows, headers=["cell", "status"] + columns + ["error"], tablefmt="github",
+                        disable_numparse=True))
     failed = [o for o in outcomes if o["status"] == "FAILED"]
     if failed:
         click.echo(f"error: {len(failed)} of {len(outcomes)} cells failed: " +
@@ -210,8 +235,11 @@ def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet
         sys.exit(1)
 
 
-def _fmt(v) -> str:
-    return "" if v is None else f"{v:.4g}"
+def _fmt(metrics: dict, key: str) -> str:
+    """A value for a console table: blank when not measured, n/a when it does not apply."""
+    if key not in metrics:
+        return "-"
+    return "n/a" if metrics[key] is None else f"{metrics[key]:.4g}"
 
 
 @cli.command()
@@ -225,9 +253,8 @@ def _fmt(v) -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the tables to this file too.")
 @click.option("--paper", "paper_file", type=click.Path(path_type=Path), default=None,
               help="YAML of published numbers to show beside ours (e.g. benchmarks/reference/paper_numbers.yaml).")
-@click.option("--tracking-uri", default=None)
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@friendly
+@shared("tracking_uri", "results_dir")
+@friendly()
 def report(suite_file, experiment, tags, fmt, figure, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds)."""
     from .report import build_report, load_paper_numbers, records_from_mlflow, records_from_suite
@@ -237,21 +264,24 @@ def report(suite_file, experiment, tags, fmt, figure, out, paper_file, tracking_
         spec = load_suite(suite_file)
         records, title = records_from_suite(spec, results_dir), spec.name
     else:
-        tag_filter = {k: v for k, v in (t.split("=", 1) for t in tags)} if tags else {}
+        tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter)
         title = experiment
     paper = load_paper_numbers(paper_file) if paper_file else None
     text = build_report(records, fmt, figure, title, paper)
     click.echo(text)
     if out:
-        Path(out).write_text(text)
+        try:
+            Path(out).write_text(text)
+        except OSError as exc:
+            raise RepbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@shared("results_dir")
 @click.option("--write-baseline", is_flag=True, help="Store the current results as the suite's baseline.")
-@friendly
+@friendly()
 def check(suite_file, results_dir, write_baseline):
     """Compare a suite's newest results with its thresholds and baseline; exit 1 on a regression."""
     from .check import check_suite, write_baseline as write
@@ -270,10 +300,9 @@ def check(suite_file, results_dir, write_baseline):
 
 
 @cli.command()
-@click.option("--port", type=int, default=5000, show_default=True)
-@click.option("--tracking-uri", default=None, help="Store to show (default: the local SQLite store).")
-@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@friendly
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@shared("tracking_uri", "results_dir")
+@friendly()
 def ui(port, tracking_uri, results_dir):
     """Start the MLflow UI on the local store, on 127.0.0.1; Ctrl-C stops it."""
     import shutil

@@ -1,7 +1,12 @@
-"""Frozen configuration dataclasses, presets, and strict overrides (unknown keys are errors)."""
+"""Frozen configuration dataclasses, presets, and strict overrides (unknown keys and bad values are errors).
+
+A field may carry bounds in its metadata (`bounded(2, min=0)`), so every config checks its own values where it is
+built, before any work starts: `-o epochs=-1` or `-o width=0` are refused when the run is set up.
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
@@ -18,16 +23,54 @@ PRESET_HELP = {
 }
 
 
+def bounded(default, *, min: float | None = None, above: float | None = None, odd: bool = False):
+    """A dataclass field with bounds: `min` inclusive, `above` exclusive, `odd` for kernel sizes."""
+    return dataclasses.field(default=default, metadata={"min": min, "above": above, "odd": odd})
+
+
+def check_fields(cfg) -> None:
+    """Check every bounded field of a config built directly (overrides are checked as they are applied)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RepbenchError(f"{f.name} must be {_describe(f.default or 0, f.metadata)}, got {value!r}")
+            _check_bounds(f.name, value, f.metadata)
+
+
+def _describe(current: Any, meta: Mapping) -> str:
+    kind = "an integer" if isinstance(current, int) and not isinstance(current, bool) else "a number"
+    if meta.get("odd"):
+        kind = "an odd integer"
+    if meta.get("min") is not None:
+        return f"{kind} >= {meta['min']:g}"
+    if meta.get("above") is not None:
+        return f"{kind} > {meta['above']:g}"
+    return kind
+
+
+def _check_bounds(key: str, value: Any, meta: Mapping) -> None:
+    if value is None or isinstance(value, (bool, str, tuple)) or not meta:
+        return
+    low, above = meta.get("min"), meta.get("above")
+    if (not math.isfinite(value) or (low is not None and value < low) or (above is not None and value <= above)
+            or (meta.get("odd") and value % 2 == 0)):
+        raise RepbenchError(f"{key} must be {_describe(value, meta)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The one training loop's settings (Adam, plain single-sample ELBO, no KL annealing)."""
-    epochs: int
-    batch_size: int = 100
-    lr: float = 3e-4
-    eval_batch_size: int = 500
-    train_limit: int | None = None   # use only the first N training images of the fixed split
-    test_limit: int | None = None
-    curve_every: int = 1             # epochs between the learner's extra curve points (e.g. mutual information)
+    epochs: int = bounded(10, min=1)
+    batch_size: int = bounded(100, min=2)        # BatchNorm needs two images
+    lr: float = bounded(3e-4, above=0)
+    eval_batch_size: int = bounded(500, min=1)
+    train_limit: int | None = bounded(None, min=2)   # use only the first N training images of the fixed split
+    test_limit: int | None = bounded(None, min=1)
+    curve_every: int = bounded(1, min=0)         # epochs between the learner's extra curve points; 0: never
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 # Settings that change what is measured during training, never the trained weights: not part of a run's key.
@@ -52,31 +95,45 @@ def field_names(cls) -> list[str]:
 
 
 def override(cfg: C, updates: Mapping[str, Any], what: str = "config") -> C:
-    """`dataclasses.replace` that refuses unknown keys and checks basic types."""
+    """`dataclasses.replace` that refuses unknown keys, coerces compatible types and checks bounds."""
+    if not isinstance(updates, Mapping):
+        raise RepbenchError(f"{what} options must be a mapping of KEY: VALUE, got {type(updates).__name__}")
     names = {f.name: f for f in dataclasses.fields(cfg)}
     bad = sorted(set(updates) - set(names))
     if bad:
         raise RepbenchError(f"unknown {what} key {', '.join(map(repr, bad))}; valid keys: {', '.join(names)}")
-    clean = {key: _coerce(key, value, getattr(cfg, key), what) for key, value in updates.items()}
+    clean = {}
+    for key, value in updates.items():
+        clean[key] = _coerce(key, value, getattr(cfg, key), what, names[key].metadata)
+        _check_bounds(key, clean[key], names[key].metadata)
     return dataclasses.replace(cfg, **clean)
 
 
-def _coerce(key: str, value: Any, current: Any, what: str) -> Any:
-    if value is None or current is None or isinstance(value, type(current)) and not isinstance(value, bool):
+def _coerce(key: str, value: Any, current: Any, what: str, meta: Mapping | None = None) -> Any:
+    meta = meta or {}
+    hint = f" ({key} must be {_describe(current if current is not None else 0, meta)})" \
+        if meta.get("min") is not None or meta.get("above") is not None else ""
+    if value is None:
         return value
+    if current is None:  # an optional limit: an integer or None
+        current = 0
     try:
         if isinstance(current, bool):
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-                return value.lower() in ("true", "1")
-            return bool(int(value))
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise ValueError
+        if isinstance(value, bool):  # True is an int to Python, never a count or a rate to us
+            raise ValueError
         if isinstance(current, int):
-            if float(value) != int(float(value)):
+            if not isinstance(value, (int, float)) or float(value) != int(value):
                 raise ValueError
-            return int(float(value))
+            return int(value)
         if isinstance(current, float):
-            return float(value)
+            return float(value)  # strings too: YAML reads 1e-3 as a string
         if isinstance(current, tuple):
             return tuple(value)
-    except (TypeError, ValueError):
-        raise RepbenchError(f"{what} key '{key}' expects {type(current).__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RepbenchError(f"{what} key '{key}' expects {type(current).__name__}, got {value!r}{hint}") from None
     return value

@@ -31,17 +31,17 @@ def spectrum_plot(spectra: dict[str, list[float]], path: Path, threshold: float 
 
 def probe_plot(probes: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> Path:
     """Probe accuracy (%) by representation type, mean and std over probe seeds."""
-    types = list(next(iter(probes.values())).keys())
+    types = list(dict.fromkeys(t for by_type in probes.values() for t in by_type))
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     width = 0.8 / len(probes)
     for i, (probe, by_type) in enumerate(probes.items()):
-        means = [np.mean(by_type[t]) for t in types]
-        stds = [np.std(by_type[t]) for t in types]
+        means = [np.mean(by_type[t]) if t in by_type else np.nan for t in types]
+        stds = [np.std(by_type[t]) if t in by_type else 0.0 for t in types]
         bars = ax.bar(np.arange(len(types)) + i * width, means, width, yerr=stds, capsize=3,
                       label=probe.replace("_", " "))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(np.arange(len(types)) + width * (len(probes) - 1) / 2, types)
-    lo = min(min(np.mean(v) for v in bt.values()) for bt in probes.values())
+    lo = min(np.mean(v) for bt in probes.values() for v in bt.values())
     ax.set(ylabel="test accuracy (%)", ylim=(max(0, lo - 10), 100), title=title or "probe accuracy by representation")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

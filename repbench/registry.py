@@ -10,7 +10,7 @@ import difflib
 import fnmatch
 import warnings
 from importlib.metadata import entry_points
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -29,9 +29,10 @@ class PluginWarning(UserWarning):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_point_group: str | None = None):
+    def __init__(self, kind: str, entry_point_group: str | None = None, check=None):
         self.kind = kind
         self.group = entry_point_group
+        self.check = check  # check(name, obj) raises RepbenchError to refuse an entry
         self._items: dict[str, T] = {}
         self._origin: dict[str, str] = {}
         self._plugins_loaded = entry_point_group is None
@@ -43,6 +44,8 @@ class Registry(Generic[T]):
         if name in self._items:
             raise RepbenchError(
                 f"{self.kind} '{name}' from {origin} is already registered (by {self._origin[name]})")
+        if self.check is not None:
+            self.check(name, obj)
         self._items[name] = obj
         self._origin[name] = origin
         return obj
@@ -95,6 +98,11 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._items[n]) for n in self.names()]
 
+    def in_order(self) -> list[tuple[str, T]]:
+        """Entries in the order they were registered (built-ins first, then plugins)."""
+        self._load_plugins()
+        return list(self._items.items())
+
 
 def check_options(kind: str, name: str, given: dict[str, Any], allowed: dict[str, Any] | list[str]) -> None:
     """Refuse options a component does not take, naming the valid ones."""
@@ -105,5 +113,3 @@ def check_options(kind: str, name: str, given: dict[str, Any], allowed: dict[str
         raise RepbenchError(f"{kind} '{name}' takes no option {', '.join(repr(u) for u in unknown)}{hint}; "
                             f"its options: {', '.join(sorted(allowed)) or 'none'}")
 
-
-Factory = Callable[..., T]

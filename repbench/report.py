@@ -12,12 +12,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from .metrics import METRICS
+from .metrics import ARROWS, metric_info, summary_metrics
+from .metrics.probes import REP_TYPE_LABELS
 from .registry import RepbenchError
 
-TABLE2 = ("bpd", "mutual_info", "intrinsic_dim", "nonlinear_probe", "linear_probe")
-TABLE1_TYPES = (("sample_k1", "sample k=1"), ("sample_k100", "sample k=100"), ("mean", "MAP mean"),
-                ("embedding", "mean+std"))
 FORMATS = ("markdown", "latex", "csv")
 
 
@@ -62,19 +60,20 @@ def _cell(values: pd.Series, digits: int) -> str:
 
 
 def _header(metric: str) -> str:
-    info = METRICS.get(metric.split(".")[0])
-    return f"{metric} ({info.unit}, {'↑' if info.higher_is_better else '↓'})"
+    unit, direction, _ = metric_info(metric)
+    arrow = ARROWS.get(direction, "")
+    return f"{metric} ({unit}{', ' + arrow if arrow else ''})"
 
 
 def _digits(metric: str) -> int:
-    return {"bpd": 3, "mutual_info": 2, "intrinsic_dim": 1}.get(metric, 1)
+    return metric_info(metric)[2]
 
 
 def table2(df: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
         out[(learner, dataset, preset, len(g))] = {_header(m): _cell(g[m], _digits(m)) if m in g else "n/a"
-                                                   for m in TABLE2}
+                                                   for m in summary_metrics()}
     t = pd.DataFrame.from_dict(out, orient="index")
     t.index = pd.MultiIndex.from_tuples(t.index, names=["learner", "dataset", "preset", "seeds"])
     return t.reset_index()
@@ -82,7 +81,7 @@ def table2(df: pd.DataFrame) -> pd.DataFrame:
 
 def table1(df: pd.DataFrame, probe: str = "linear_probe") -> pd.DataFrame:
     out = {}
-    for label_key, label in TABLE1_TYPES:
+    for label_key, label in REP_TYPE_LABELS.items():
         col = probe if label_key == "mean" else f"{probe}.{label_key}"
         out[label] = {learner: _cell(g[col], 1) if col in g else "n/a"
                       for learner, g in df.groupby("learner", sort=False)}
@@ -127,7 +126,8 @@ def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None
     if not records:
         raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
     df = pd.DataFrame(records)
-    parts = [f"Table 2{': ' + title if title else ''} (mean ± std over seeds; ↑ higher is better, ↓ lower)",
+    parts = [f"Table 2{': ' + title if title else ''} (mean ± std over seeds; ↑ higher is better, ↓ lower, "
+             f"no arrow: neither)",
              render(table2(df), fmt)]
     for probe in ("linear_probe", "nonlinear_probe"):
         if f"{probe}.sample_k1" in df:  # the representation types ran

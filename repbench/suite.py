@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +40,22 @@ class Cell:
 
     @property
     def display(self) -> str:
-        from .runner import display_name
-        return display_name(self.learner, self.options)
+        """The learner's own display name (lpvae-h2); the bare name if its options are invalid."""
+        try:
+            return self.build().display_name
+        except RepbenchError:
+            return self.learner
+
+    def build(self):
+        """The cell's learner, untrained (its options checked)."""
+        from .data import DATASETS
+        from .api import create_learner
+        return create_learner(self.learner, preset=self.preset, image_shape=DATASETS.get(self.dataset).image_shape,
+                              seed=self.seed, **self.options)
+
+    def prefix(self) -> str:
+        from .records import run_prefix
+        return run_prefix(self.build(), self.dataset)
 
     def __str__(self) -> str:
         return f"{self.display} / {self.dataset} / {self.preset} / seed {self.seed}"
@@ -166,15 +179,17 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
 def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
                data_root: str | None):
     from .battery import battery_for
-    from .runner import RunSpec, find_finished, find_resumable, run_prefix
+    from .records import find_finished, find_resumable
+    from .runner import RunSpec
     runs_root = Path(results_dir) / "runs"
     try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
-        prefix = run_prefix(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed)
+        prefix = cell.prefix()
         resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
     except RepbenchError:
         resume = False  # bad options: `run` reports them as this cell's failure
-    return RunSpec(cell.learner, cell.options, cell.dataset, cell.preset, cell.seed, device, Path(results_dir),
-                   tracking_uri, data_root=data_root, progress=False, reuse=not rerun, resume=resume,
+    return RunSpec(learner=cell.learner, options=cell.options, dataset=cell.dataset, preset=cell.preset,
+                   seed=cell.seed, device=device, results_dir=Path(results_dir), tracking_uri=tracking_uri,
+                   data_root=data_root, progress=False, reuse=not rerun, resume=resume,
                    battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
 
 
@@ -217,11 +232,13 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
 
 def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:
     """The newest finished run's record for each cell of the suite (cells never run are absent)."""
-    from .runner import find_finished, run_prefix
+    from .records import find_finished, read_json
     out = []
     for cell in suite.cells:
-        folder = find_finished(Path(results_dir) / "runs", run_prefix(cell.learner, cell.options, cell.dataset,
-                                                                       cell.preset, cell.seed))
+        try:
+            folder = find_finished(Path(results_dir) / "runs", cell.prefix())
+        except RepbenchError:
+            continue  # a cell whose options are invalid has no runs
         if folder is not None:
-            out.append((cell, json.loads((folder / "metrics.json").read_text())))
+            out.append((cell, read_json(folder / "metrics.json")))
     return out

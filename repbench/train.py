@@ -110,7 +110,7 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
           meta: dict[str, Any] | None = None, on_epoch: Callable[[dict], None] | None = None,
           progress: bool = True, nats_per_unit: float = 1.0, augment: Augment | None = None,
           curves: CurveFn | None = None) -> list[dict]:
-    """Train `module` in place; return the per-epoch history [{epoch, train_loss, test_loss}].
+    """Train `module` in place; return the per-epoch history [{epoch, train_loss, test_loss, ...}].
 
     `loss_fn` returns the mean loss in nats per image; the history reports it divided by `nats_per_unit`
     (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device.
@@ -118,41 +118,13 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     `curves` adds values of the test images to the history every `cfg.curve_every` epochs and at the last."""
     device = train_x.device
     opt = make_optimizer(module, cfg.lr, device)
-    history: list[dict] = []
-    start = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        module.load_state_dict(state["model"])
-        opt.load_state_dict(optimizer_state_by_name(module, state["model"], state["optimizer"], checkpoint))
-        history, start = list(state["history"]), state["epoch"]
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-    else:
+    history, start = restore(module, opt, checkpoint, device) if resume and checkpoint is not None and \
+        checkpoint.exists() else ([], 0)
+    if start == 0:
         torch.manual_seed(seed + 1)
     for epoch in range(start + 1, cfg.epochs + 1):
-        module.train()
-        order = batch_order(len(train_x), seed, epoch).to(device)
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
-                   leave=False, unit="batch", dynamic_ncols=True)
-        total, seen = 0.0, 0
-        aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 500_009)
-        for step, i in enumerate(bar):
-            idx = order[i:i + cfg.batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
-                continue
-            batch = train_x[idx] if augment is None else augment(train_x[idx], aug_gen)
-            loss = loss_fn(module, batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(_nan_message(loss, epoch, step, checkpoint, start_epoch=epoch - 1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{total / seen / nats_per_unit:.4f}")
-        record = {"epoch": epoch, "train_loss": total / seen / nats_per_unit}
+        record = {"epoch": epoch, "train_loss": one_epoch(module, opt, loss_fn, train_x, cfg, seed, epoch, checkpoint,
+                                                          progress, augment, nats_per_unit)}
         if test_x is not None:
             record["test_loss"] = evaluate(module, loss_fn, test_x, cfg.eval_batch_size) / nats_per_unit
             if curves is not None and cfg.curve_every and (epoch % cfg.curve_every == 0 or epoch == cfg.epochs):
@@ -161,16 +133,66 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
             raise NonFiniteLoss(_nan_message(float("nan"), epoch, "end", checkpoint, start_epoch=epoch - 1))
         history.append(record)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                **(meta or {}), "model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                "history": history, "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "train_config": asdict(cfg), "finished": epoch == cfg.epochs})
+            save_state(checkpoint, module, opt, cfg, epoch, history, meta, device)
         if on_epoch is not None:
             on_epoch(record)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
     return history
+
+
+def restore(module: torch.nn.Module, opt: torch.optim.Optimizer, checkpoint: Path,
+            device: torch.device) -> tuple[list[dict], int]:
+    """Load weights, optimizer state and RNG state of an interrupted run; return (history, last epoch)."""
+    state = load_checkpoint(checkpoint)
+    module.load_state_dict(state["model"])
+    opt.load_state_dict(optimizer_state_by_name(module, state["model"], state["optimizer"], checkpoint))
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return list(state["history"]), state["epoch"]
+
+
+def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, train_x: torch.Tensor,
+              cfg: TrainConfig, seed: int, epoch: int, checkpoint: Path | None, progress: bool,
+              augment: Augment | None, nats_per_unit: float = 1.0) -> float:
+    """One pass over the training images in the (seed, epoch) order; the mean loss per image in nats divided by
+    `nats_per_unit`."""
+    module.train()
+    device = train_x.device
+    order = batch_order(len(train_x), seed, epoch).to(device)
+    bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
+               leave=False, unit="batch", dynamic_ncols=True)
+    total, seen = 0.0, 0
+    aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 500_009)
+    for step, i in enumerate(bar):
+        idx = order[i:i + cfg.batch_size]
+        if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+            continue
+        batch = train_x[idx] if augment is None else augment(train_x[idx], aug_gen)
+        loss = loss_fn(module, batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(_nan_message(loss, epoch, step, checkpoint, start_epoch=epoch - 1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        seen += len(idx)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{total / seen / nats_per_unit:.4f}")
+    if seen == 0:
+        raise RepbenchError(f"no training batch of two or more images: {len(train_x)} training images, "
+                            f"batch size {cfg.batch_size}")
+    return total / seen / nats_per_unit
+
+
+def save_state(checkpoint: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
+               history: list[dict], meta: dict | None, device: torch.device) -> None:
+    save_checkpoint(checkpoint, {
+        **(meta or {}), "model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        "history": history, "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "train_config": asdict(cfg), "finished": epoch == cfg.epochs})
 
 
 def _nan_message(loss, epoch, step, checkpoint, start_epoch) -> str:

@@ -4,10 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import describe
-
-describe("intrinsic_dim", "dimensions", False,
-         "number of PCA eigenvalues of the test representations at least 1% of the largest")
+from . import Values, register_metric
 
 
 def pca_spectrum(reps: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -24,3 +21,10 @@ def intrinsic_dim(reps: torch.Tensor | np.ndarray, threshold: float = 0.01) -> i
     if spectrum[0] <= 0:
         return 0
     return int((spectrum >= threshold * spectrum[0]).sum())
+
+
+@register_metric("intrinsic_dim", unit="dimensions", direction="lower", digits=1, summary=2,
+                 description="number of PCA eigenvalues of the test representations at least 1% of the largest")
+def _intrinsic_dim(inputs, cfg, generator):
+    mean = inputs.reps["test"]["mean"]
+    return Values({"intrinsic_dim": intrinsic_dim(mean)}, {"spectrum": pca_spectrum(mean).tolist()})

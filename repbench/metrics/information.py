@@ -5,10 +5,7 @@ import math
 
 import torch
 
-from . import describe
-
-describe("mutual_info", "nats", True, "mean over test images of KL(q(z|x) || N(0, I)), the paper's I(X;Z) estimate")
-describe("cond_entropy", "nats", False, "mean over test images of the entropy of q(z|x)")
+from . import register_curve, register_metric
 
 
 def gaussian_kl(mean1: torch.Tensor, std1: torch.Tensor, mean2: torch.Tensor, std2: torch.Tensor) -> torch.Tensor:
@@ -32,3 +29,21 @@ def cond_entropy(std: torch.Tensor) -> float:
     """Average entropy of the diagonal Gaussian posteriors with stds [N, Z], in nats."""
     z = std.shape[-1]
     return float((0.5 * z * (1.0 + math.log(2 * math.pi)) + torch.log(std.double()).sum(-1)).mean())
+
+
+# ------------------------------------------------------------------------------------------ battery entries
+# Neither direction: the paper's point is that a smaller latent information can make a better representation.
+@register_metric("mutual_info", unit="nats", direction="neither", needs=("posterior",), digits=2, summary=1,
+                 description="mean over test images of KL(q(z|x) || N(0, I)), the paper's I(X;Z) estimate")
+def _mutual_info(inputs, cfg, generator):
+    return {"mutual_info": mutual_info(inputs.reps["test"]["mean"], inputs.reps["test"]["std"])}
+
+
+@register_metric("cond_entropy", unit="nats", direction="neither", needs=("posterior",), digits=2,
+                 description="mean over test images of the entropy of q(z|x)")
+def _cond_entropy(inputs, cfg, generator):
+    return {"cond_entropy": cond_entropy(inputs.reps["test"]["std"])}
+
+
+register_curve("test_mutual_info", unit="nats", direction="neither", digits=2,
+               description="mutual_info of the test images during training (the training curves)")

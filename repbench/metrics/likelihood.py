@@ -1,15 +1,11 @@
-"""Likelihood in bits per dimension."""
+"""Likelihood in bits per dimension: the single-sample negative ELBO and the importance-weighted bound."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from . import describe
-
-describe("bpd", "bits/dim", False, "test-set negative ELBO with one posterior sample, in bits per dimension")
-describe("train_loss", "bits/dim", False, "training negative ELBO (epoch average), in bits per dimension")
-describe("test_loss", "bits/dim", False, "test negative ELBO after each epoch, in bits per dimension")
+from . import register_curve, register_metric
 
 
 def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
@@ -20,9 +16,6 @@ def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int) -> torch.Ten
 def bits_per_dim(nll_nats: torch.Tensor, kl_nats: torch.Tensor, num_dims: int) -> float:
     """Average negative ELBO over images, in bits/dim. `nll_nats` and `kl_nats` are per image, shape [N]."""
     return float(nats_to_bits_per_dim((nll_nats.double() + kl_nats.double()).mean(), num_dims))
-
-
-describe("bpd_iw", "bits/dim", False, "importance-weighted bound on the test negative log-likelihood with k samples")
 
 
 def importance_weighted_bits_per_dim(log_weights: torch.Tensor, num_dims: int) -> float:
@@ -36,3 +29,34 @@ def importance_weighted_bits_per_dim(log_weights: torch.Tensor, num_dims: int) -
 def sampled_elbo_bits_per_dim(log_weights: torch.Tensor, num_dims: int) -> float:
     """The ELBO estimated from the same weights (mean over samples and images), in bits/dim."""
     return float(nats_to_bits_per_dim(-log_weights.double().mean(), num_dims))
+
+
+# ------------------------------------------------------------------------------------------ battery entries
+def _elbo_samples(cfg) -> dict:
+    # One likelihood pass serves both bounds: with bpd_iw asked for, bpd averages the single-sample ELBO over
+    # the same k draws (the same quantity, with less variance), so k is part of how bpd was measured.
+    return {"elbo_samples": cfg.iw_samples if "bpd_iw" in cfg.metrics else 1}
+
+
+@register_metric("bpd", unit="bits/dim", direction="lower", needs=("likelihood",), digits=3, summary=0,
+                 settings_of=_elbo_samples,
+                 description="test-set negative ELBO with one posterior sample (averaged over draws), bits/dim")
+def _bpd(inputs, cfg, generator):
+    lik = inputs.likelihood(_elbo_samples(cfg)["elbo_samples"], generator)
+    return {"bpd": float(nats_to_bits_per_dim(lik.neg_elbo_nats.double().mean(), lik.num_dims))}
+
+
+@register_metric("bpd_iw", unit="bits/dim", direction="lower", needs=("likelihood",), digits=3,
+                 settings=("iw_samples",),
+                 description="importance-weighted bound on the test negative log-likelihood with k samples")
+def _bpd_iw(inputs, cfg, generator):
+    if cfg.iw_samples < 2:
+        return {"bpd_iw": None}
+    lik = inputs.likelihood(cfg.iw_samples, generator)
+    return {"bpd_iw": importance_weighted_bits_per_dim(lik.log_weights, lik.num_dims)}
+
+
+register_curve("train_loss", unit="bits/dim", direction="lower",
+               description="training loss (the negative ELBO for the VAE family), epoch average, in bits/dim")
+register_curve("test_loss", unit="bits/dim", direction="lower",
+               description="test loss after each epoch, in bits/dim")

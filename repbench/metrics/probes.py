@@ -9,10 +9,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import describe
+from . import Values, register_metric
 
-describe("linear_probe", "%", True, "test accuracy of a linear SVM trained on the training representations")
-describe("nonlinear_probe", "%", True, "test accuracy of an MLP (d-200-classes, dropout 0.1, BatchNorm)")
+LINEAR_METHODS = ("linearsvc", "svc", "torch")
+# The paper's Table 1: one posterior sample; probe scores averaged over k test-time samples (the probe trains on
+# one sample per image); the posterior mean (MAP); mean and std concatenated.
+REP_TYPES = ("sample_k1", "sample_k100", "mean", "embedding")
+REP_TYPE_LABELS = {"sample_k1": "sample k=1", "sample_k100": "sample k=100", "mean": "MAP mean",
+                   "embedding": "mean+std"}
 
 
 def _as_samples(test_reps) -> np.ndarray:
@@ -45,7 +49,7 @@ def linear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, metho
     elif method == "svc":
         clf = SVC(kernel="linear", C=C, random_state=seed, decision_function_shape="ovr")
     else:
-        raise ValueError(f"unknown linear probe method '{method}'; use linearsvc, svc or torch")
+        raise ValueError(f"unknown linear probe method '{method}'; use {', '.join(LINEAR_METHODS)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(train, np.asarray(train_y))
@@ -113,3 +117,77 @@ def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, ep
     with torch.inference_mode():
         probs = torch.stack([torch.softmax(net(t), 1) for t in test]).mean(0)
     return _accuracy(probs.cpu().numpy(), test_y)
+
+
+# ------------------------------------------------------------------------------------------ battery entries
+def rep_view(split: dict, rep_type: str, k: int, generator: torch.Generator) -> torch.Tensor:
+    """A representation type from cached posterior means and stds: [N, d], or [k, N, d] for k test samples."""
+    if rep_type == "mean":
+        return split["mean"]
+    if rep_type == "embedding":
+        return torch.cat([split["mean"], split["std"]], 1)
+    eps = torch.randn((k,) + tuple(split["mean"].shape), generator=generator)
+    samples = split["mean"] + split["std"] * eps
+    return samples[0] if k == 1 else samples
+
+
+def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
+    """Test accuracy (%) of `probe` on one representation type, once per probe seed (computed once per
+    battery: the plain probes and the representation types share the `mean` results)."""
+    setting = cfg.linear_method if probe == "linear_probe" else cfg.nonlinear_epochs
+    key = (probe, rep_type, cfg.probe_seeds, setting, cfg.test_samples if rep_type == "sample_k100" else None)
+    return inputs.memo(key, lambda: _probe_accuracies(inputs, cfg, probe, rep_type))
+
+
+def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
+    accs = []
+    for s in range(cfg.probe_seeds):
+        g = torch.Generator().manual_seed(1000 + s)
+        k = cfg.test_samples if rep_type == "sample_k100" else 1
+        train = rep_view(inputs.reps["train"], rep_type, 1, g).numpy()
+        test = rep_view(inputs.reps["test"], rep_type, k, g).numpy()
+        args = (train, inputs.data.train_y.numpy(), test, inputs.data.test_y.numpy())
+        if probe == "linear_probe":
+            accs.append(linear_probe(*args, seed=s, method=cfg.linear_method))
+        else:
+            accs.append(nonlinear_probe(*args, seed=s, epochs=cfg.nonlinear_epochs, device=inputs.device))
+    return accs
+
+
+def _summarize(probe: str, by_type: dict[str, list[float]]) -> Values:
+    values = {}
+    for t, accs in by_type.items():
+        name = probe if t == "mean" else f"{probe}.{t}"
+        values[name], values[name + "_std"] = float(np.mean(accs)), float(np.std(accs))
+    return Values(values, {"probes": {probe: by_type}})
+
+
+@register_metric("linear_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=4,
+                 settings=("probe_seeds", "linear_method"), outputs=("linear_probe_std",),
+                 description="test accuracy of a linear SVM trained on the training representations")
+def _linear_probe(inputs, cfg, generator):
+    return _summarize("linear_probe", {"mean": probe_accuracies(inputs, cfg, "linear_probe", "mean")})
+
+
+@register_metric("nonlinear_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=3,
+                 settings=("probe_seeds", "nonlinear_epochs"), outputs=("nonlinear_probe_std",),
+                 description="test accuracy of an MLP (d-200-classes, dropout 0.1, BatchNorm)")
+def _nonlinear_probe(inputs, cfg, generator):
+    return _summarize("nonlinear_probe", {"mean": probe_accuracies(inputs, cfg, "nonlinear_probe", "mean")})
+
+
+_TYPED = tuple(f"{p}{'' if t == 'mean' else '.' + t}{std}" for p in ("linear_probe", "nonlinear_probe")
+               for t in REP_TYPES for std in ("", "_std"))
+
+
+@register_metric("rep_types", unit="%", direction="higher", needs=("posterior", "labels"), outputs=_TYPED,
+                 settings=("probe_seeds", "test_samples", "linear_method", "nonlinear_epochs"),
+                 description="both probes on each representation type of the paper's Table 1: one posterior "
+                             "sample, k test-time samples, the mean, mean and std concatenated")
+def _rep_types(inputs, cfg, generator):
+    out = Values({}, {"probes": {}})
+    for probe in ("linear_probe", "nonlinear_probe"):
+        part = _summarize(probe, {t: probe_accuracies(inputs, cfg, probe, t) for t in REP_TYPES})
+        out.metrics.update(part.metrics)
+        out.details["probes"].update(part.details["probes"])
+    return out

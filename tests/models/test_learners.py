@@ -5,7 +5,7 @@ import torch
 import repbench
 from repbench.registry import RepbenchError
 
-from conftest import tiny
+from repbench.testing import tiny
 
 LEARNERS = repbench.list_learners()
 

@@ -1,10 +1,9 @@
-"""The discretized mixture of logistics and the bits/dim conversion, against known answers."""
+"""The discretized mixture of logistics, against known answers."""
 import math
 
 import pytest
 import torch
 
-from repbench.metrics import bits_per_dim, nats_to_bits_per_dim
 from repbench_models.dmol import dmol_log_prob, dmol_sample
 
 K = 10
@@ -56,18 +55,6 @@ def test_sampling_matches_the_probabilities():
     chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
     df = int(keep.sum()) - 1
     assert df > 100 and chi2 < df + 5 * math.sqrt(2 * df), (float(chi2), df)
-
-
-def test_uniform_likelihood_is_exactly_8_bits_per_dim():
-    d = 784
-    nll = torch.full((7,), d * math.log(256.0), dtype=torch.float64)
-    assert bits_per_dim(nll, torch.zeros(7), d) == 8.0
-    assert nats_to_bits_per_dim(math.log(2.0) * d, d) == 1.0
-
-
-def test_bits_per_dim_adds_the_kl():
-    d = 10
-    assert bits_per_dim(torch.zeros(2), torch.full((2,), d * math.log(2.0), dtype=torch.float64), d) == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("log_scale", [-7.0, -2.0, 0.0, 6.0, 12.0, 30.0])

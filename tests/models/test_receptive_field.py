@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import tiny
+from repbench.testing import tiny
 
 H = W = 9
 

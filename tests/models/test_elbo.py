@@ -1,7 +1,7 @@
 """`elbo_terms` agrees with a computation written out from the definitions, on a tiny model."""
 import torch
 
-from conftest import tiny
+from repbench.testing import tiny
 
 
 def direct_nll(params: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:

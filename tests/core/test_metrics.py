@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from repbench.metrics import (METRICS, importance_weighted_bits_per_dim, intrinsic_dim, linear_probe,
+from repbench.metrics import (METRICS, bits_per_dim, importance_weighted_bits_per_dim, nats_to_bits_per_dim, intrinsic_dim, linear_probe,
                               nonlinear_probe, pca_spectrum, sampled_elbo_bits_per_dim)
 
 
@@ -90,4 +90,16 @@ def test_both_bounds_exact_without_latent_dependence():
 def test_every_metric_has_a_unit_and_direction():
     for name in ("bpd", "bpd_iw", "mutual_info", "cond_entropy", "intrinsic_dim", "linear_probe", "nonlinear_probe"):
         info = METRICS.get(name)
-        assert info.unit and isinstance(info.higher_is_better, bool) and info.description
+        assert info.unit and info.direction in ("higher", "lower", "neither") and info.description
+
+
+def test_uniform_likelihood_is_exactly_8_bits_per_dim():
+    d = 784
+    nll = torch.full((7,), d * math.log(256.0), dtype=torch.float64)
+    assert bits_per_dim(nll, torch.zeros(7), d) == 8.0
+    assert nats_to_bits_per_dim(math.log(2.0) * d, d) == 1.0
+
+
+def test_bits_per_dim_adds_the_kl():
+    d = 10
+    assert bits_per_dim(torch.zeros(2), torch.full((2,), d * math.log(2.0), dtype=torch.float64), d) == pytest.approx(1.0, abs=1e-12)

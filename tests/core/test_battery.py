@@ -6,11 +6,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from repbench.battery import REP_TYPES, BatteryConfig, extract, run_battery
+from repbench.battery import BatteryConfig, extract, run_battery
+from repbench.metrics import REP_TYPES
 from repbench.cli import cli
 from repbench.registry import RepbenchError
 
-from conftest import tiny
+from repbench.testing import tiny
 
 FAST = BatteryConfig(probe_seeds=2, iw_samples=5, test_samples=20, nonlinear_epochs=3)
 

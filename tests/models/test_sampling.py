@@ -5,7 +5,7 @@ import torch
 from repbench_models import reference
 from repbench_models.vae import raster_steps, wavefront_steps
 
-from conftest import tiny
+from repbench.testing import tiny
 
 
 @pytest.mark.parametrize("h", [1, 2, 3])

@@ -19,7 +19,7 @@ from repbench.registry import RepbenchError
 from repbench.report import build_report, records_from_mlflow, records_from_suite
 from repbench.suite import load_suite, run_suite
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SUITE = """
 name: tiny

@@ -6,7 +6,7 @@ import repbench
 from repbench.registry import RepbenchError
 from repbench.train import NonFiniteLoss, load_checkpoint
 
-from conftest import tiny
+from repbench.testing import tiny
 
 OPTS = dict(epochs=3, batch_size=50, train_limit=200)
 

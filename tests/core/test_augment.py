@@ -11,7 +11,7 @@ from repbench.augment import crop_flip
 from repbench.cli import cli
 from repbench.train import evaluate
 
-from conftest import tiny
+from repbench.testing import tiny
 
 
 def is_crop_of(out: torch.Tensor, img: torch.Tensor, pad: int = 4) -> bool:

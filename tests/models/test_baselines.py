@@ -6,7 +6,7 @@ import repbench
 from repbench.battery import BatteryConfig, run_battery
 from repbench.registry import RepbenchError
 
-from conftest import tiny
+from repbench.testing import tiny
 
 FAST = BatteryConfig(probe_seeds=1, iw_samples=2, test_samples=5, nonlinear_epochs=2)
 DETERMINISTIC = ["raw", "pca", "random", "ae"]

@@ -1,0 +1,57 @@
+"""What a record has measured, and with which settings: a finished run is reused only for values measured with
+the settings asked for now; the rest is measured again (from cached representations) and merged in."""
+from __future__ import annotations
+
+from .metrics import METRICS, metric_info
+
+
+def measured_with(record: dict) -> dict[str, dict]:
+    """metric -> the settings its values were measured with. Records written before settings were kept per
+    metric carry the whole battery's settings once; each metric's are derived from those."""
+    if "measured_with" in record:
+        return dict(record["measured_with"])
+    legacy = record.get("battery")
+    if not legacy:
+        return {}
+    from .battery import BatteryConfig
+    from .config import override
+    try:
+        cfg = override(BatteryConfig(), {k: v for k, v in legacy.items() if k != "metrics"}, "battery")
+        cfg = override(cfg, {"metrics": tuple(legacy.get("metrics", ()))}, "battery")
+    except Exception:  # an unreadable old record: nothing in it counts as measured
+        return {}
+    values = record.get("metrics", {})
+    return {m: METRICS.get(m).resolved_settings(cfg) for m in cfg.metrics
+            if m in METRICS and (m in values or _typed(m, values))}
+
+
+def _typed(metric: str, values: dict) -> bool:
+    return metric == "rep_types" and any("." in k for k in values)
+
+
+def missing_metrics(record: dict, cfg) -> list[str]:
+    """The metrics of `cfg` that `record` lacks or measured with other settings."""
+    have = measured_with(record)
+    return [m for m in cfg.metrics if have.get(m) != METRICS.get(m).resolved_settings(cfg)]
+
+
+def merge_record(old: dict, new: dict) -> dict:
+    """`old` with `new`'s values, settings and figures' data taking precedence metric by metric."""
+    probes = {p: {**old.get("probes", {}).get(p, {}), **by_type} for p, by_type in new.get("probes", {}).items()}
+    return {**old, **{k: v for k, v in new.items() if k not in ("metrics", "units", "measured_with", "probes",
+                                                                  "timings_s", "spectrum", "battery")},
+            "metrics": {**old.get("metrics", {}), **new["metrics"]},
+            "units": {**old.get("units", {}), **new["units"]},
+            "measured_with": {**measured_with(old), **new["measured_with"]},
+            "probes": {**old.get("probes", {}), **probes},
+            "timings_s": {**old.get("timings_s", {}), **new.get("timings_s", {})},
+            "spectrum": new.get("spectrum") or old.get("spectrum") or []}
+
+
+def units_of(metrics: dict) -> dict[str, dict]:
+    """name -> {unit, better} for the values of a record, from the metric registry."""
+    out = {}
+    for name in metrics:
+        unit, direction, _ = metric_info(name)
+        out[name] = {"unit": unit, "better": direction}
+    return out

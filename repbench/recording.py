@@ -1,0 +1,119 @@
+"""One run's three records: its folder, `run.json` and the MLflow run, kept in agreement however the run ends.
+
+`Recorder.guard()` wraps the work: a user error or a NaN marks the run FAILED with its one-line reason, Ctrl-C
+marks it KILLED (resumable), anything unexpected marks it FAILED, keeps the traceback in the folder and becomes
+one line for the user.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from pathlib import Path
+
+from .measured import units_of
+from .records import environment, read_json, run_name, write_json
+from .registry import RepbenchError
+from .tracking import MLflowTracker, default_tracking_uri
+
+
+class Recorder:
+    def __init__(self, spec, folder: Path, state: dict, tracker: MLflowTracker):
+        self.spec, self.folder, self.state, self.tracker = spec, Path(folder), state, tracker
+
+    @classmethod
+    def open(cls, spec, learner, folder: Path, device) -> "Recorder":
+        """Start (or, resuming, reopen) the records of a run that is about to train in `folder`."""
+        from .data import DATASETS
+        name = run_name(learner, spec.dataset)
+        augment = DATASETS.get(spec.dataset).augment if spec.augment else None
+        state = read_json(folder / "run.json") or {
+            "name": name, "learner": learner.name, "display_name": learner.display_name, "dataset": spec.dataset,
+            "preset": learner.preset, "seed": learner.seed, "spec": _spec_dict(spec),
+            "params": {**learner.params(), "augment": getattr(augment, "__name__", "none")}, "environment": environment()}
+        tracker = MLflowTracker(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment,
+                                spec.results_dir)
+        tags = {"learner": learner.name, "display_name": learner.display_name, "dataset": spec.dataset,
+                "preset": learner.preset, "seed": str(learner.seed), "run_folder": str(folder), **spec.tags}
+        state["mlflow_run_id"] = tracker.start(name, {**state["params"], "dataset": spec.dataset,
+                                                      "device": str(device), "env": state["environment"]},
+                                               tags, state.get("mlflow_run_id"))
+        state.update(status="RUNNING", device=str(device), error=None)
+        rec = cls(spec, folder, state, tracker)
+        rec.write_state()
+        return rec
+
+    @classmethod
+    def attach(cls, spec, folder: Path) -> "Recorder":
+        """The records of an existing run, to add values to it without changing how it ended."""
+        state = read_json(folder / "run.json")
+        if not state.get("params"):
+            raise RepbenchError(f"{folder / 'run.json'} is missing or unreadable; the run cannot be reused")
+        tracker = MLflowTracker(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment,
+                                spec.results_dir)
+        if state.get("mlflow_run_id"):
+            tracker.attach(state["mlflow_run_id"])
+        return cls(spec, folder, state, tracker)
+
+    def identity(self) -> dict:
+        return {k: self.state.get(k) for k in ("name", "learner", "display_name", "dataset", "preset", "seed")}
+
+    def write_state(self) -> None:
+        write_json(self.folder / "run.json", self.state)
+
+    def log_epoch(self, record: dict) -> None:
+        self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
+    def save_record(self, record: dict, artifacts: list[Path]) -> None:
+        write_json(self.folder / "metrics.json", record)
+        self.tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
+        self.tracker.set_tags({f"unit.{k}": f"{u['unit']} ({u['better']})" for k, u in
+                               units_of(record["metrics"]).items() if u["unit"]})
+        for path in artifacts + [self.folder / "metrics.json", self.folder / "run.json"]:
+            self.tracker.log_artifact(path)
+
+    def add_tags(self, tags: dict) -> None:
+        if tags:
+            self.tracker.set_tags(tags)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.state.update(status=status, error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.write_state()
+        if error:
+            self.tracker.set_tags({"error": error})
+        self.tracker.end(status)
+
+    @contextlib.contextmanager
+    def guard(self, keep_status: bool = False):
+        """Record how the work in the block ends. With `keep_status` (adding metrics to a finished run) a
+        failure leaves the run's status and its earlier values as they were."""
+        name = self.state.get("name", self.folder.name)
+        try:
+            yield
+        except RepbenchError as exc:
+            if not keep_status:
+                self.finish("FAILED", error=str(exc))
+            raise
+        except KeyboardInterrupt:
+            if not keep_status:
+                self.finish("KILLED", error="interrupted; the last finished epoch's checkpoint is kept")
+            raise
+        except Exception as exc:  # a bug or a library failure: one line for the user, the traceback on disk
+            with contextlib.suppress(OSError):
+                (self.folder / "traceback.txt").write_text(traceback.format_exc())
+            first = (str(exc).splitlines() or [""])[0][:160]
+            message = (f"{name} failed unexpectedly ({type(exc).__name__}: {first}); the traceback is in "
+                       f"{self.folder / 'traceback.txt'}; the last finished epoch's checkpoint is kept")
+            if not keep_status:
+                self.finish("FAILED", error=message)
+            raise RepbenchError(message) from exc
+
+    def result(self, record: dict, status: str, **extra) -> dict:
+        return {**record, "folder": str(self.folder), "mlflow_run_id": self.state.get("mlflow_run_id"),
+                "status": status, "tracking_error": self.tracker.error, **extra}
+
+
+def _spec_dict(spec) -> dict:
+    from dataclasses import asdict
+    return asdict(spec)
+

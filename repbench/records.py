@@ -1,0 +1,142 @@
+"""Run folders and their records: `run.json` (configuration, environment, status) and `metrics.json` (values,
+the settings that produced each, figures' data), written atomically so an interruption never leaves half a file.
+
+A run folder is named `<display name>-<dataset>-<preset>-s<seed>-<configuration key>-<time>`; the key hashes
+everything that determines the trained weights, so finished and interrupted runs of a configuration are found
+by globbing their prefix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .registry import RepbenchError
+
+
+def config_key(learner, dataset: str, augment: bool = True) -> str:
+    """A hash of everything that determines a run's trained weights: learner, dataset, image shape, preset, seed
+    and the resolved settings (`key_settings`), so options spelled differently but resolving alike share a key."""
+    from .data import DATASETS
+    blob = {"learner": learner.name, "dataset": dataset, "image_shape": list(learner.image_shape),
+            "preset": learner.preset, "seed": learner.seed, "settings": learner.key_settings()}
+    if not augment and DATASETS.get(dataset).augment is not None:
+        blob["augment"] = False  # only then, so runs on data without augmentation keep their keys
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_name(learner, dataset: str) -> str:
+    return f"{learner.display_name}-{dataset}-{learner.preset}-s{learner.seed}"
+
+
+def run_prefix(learner, dataset: str, augment: bool = True) -> str:
+    """The run folder prefix of a configuration: readable name and the configuration key."""
+    return f"{run_name(learner, dataset)}-{config_key(learner, dataset, augment)}"
+
+
+def new_run_folder(runs_root: Path, prefix: str) -> Path:
+    """Create a fresh run folder atomically: two runs started in the same millisecond still get their own."""
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepbenchError(f"cannot create the runs folder {runs_root}: {exc.strerror or exc}") from None
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"{int(now * 1000) % 1000:03d}"
+    for n in range(1000):
+        folder = runs_root / f"{prefix}-{stamp}{'' if n == 0 else f'-{n}'}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RepbenchError(f"cannot create a run folder under {runs_root}: {exc.strerror or exc}") from None
+    raise RepbenchError(f"could not create a new run folder for {prefix} under {runs_root}")
+
+
+def run_folders(runs_root: Path, prefix: str) -> list[Path]:
+    """Folders of a configuration, newest first."""
+    return sorted(Path(runs_root).glob(prefix + "-*"), reverse=True)
+
+
+def find_resumable(runs_root: Path, prefix: str) -> Path | None:
+    for folder in run_folders(runs_root, prefix):
+        state = read_json(folder / "run.json")
+        if state.get("status") != "FINISHED" and (folder / "checkpoint.pt").exists():
+            return folder
+    return None
+
+
+def find_finished(runs_root: Path, prefix: str) -> Path | None:
+    for folder in run_folders(runs_root, prefix):
+        if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists():
+            return folder
+    return None
+
+
+def read_json(path: Path) -> dict:
+    """A JSON record, or {} if it is missing or unreadable (a half-written file counts as missing)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def cpu_features() -> str:
+    """The widest SIMD instruction set the CPU offers (training is bit-exact only within one)."""
+    try:
+        flags = set(" ".join(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                             if line.startswith("flags")).split())
+    except OSError:
+        return platform.processor() or "unknown"
+    for name in ("avx512f", "avx2", "avx", "sse4_2", "asimd"):
+        if name in flags:
+            return name.replace("avx512f", "avx512")
+    return "unknown"
+
+
+def environment() -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    import mlflow
+    import numpy
+    import sklearn
+    return {"git_commit": commit, "repbench": __version__, "torch": torch.__version__,
+            "torch_build": f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+                           f"{'; cuda ' + torch.version.cuda if torch.version.cuda else ''}",
+            "numpy": numpy.__version__, "sklearn": sklearn.__version__, "mlflow": mlflow.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "cpu_features": cpu_features(),
+            "threads": str(torch.get_num_threads()), "hostname": platform.node(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": str(os.getpid())}
+
+
+def find_run(results_dir: Path, ref: str) -> Path:
+    """A run folder by MLflow run id, folder name, or a unique prefix of either."""
+    runs = [f for f in sorted((Path(results_dir) / "runs").glob("*")) if (f / "run.json").exists()]
+    exact = [f for f in runs if f.name == ref or read_json(f / "run.json").get("mlflow_run_id") == ref]
+    hits = exact or [f for f in runs if f.name.startswith(ref) or
+                     str(read_json(f / "run.json").get("mlflow_run_id") or "").startswith(ref)]
+    if not hits:
+        raise RepbenchError(f"no run '{ref}' under {Path(results_dir) / 'runs'} (give an MLflow run id or a run "
+                            f"folder name; `--checkpoint PATH` evaluates any checkpoint)")
+    if len(hits) > 1:
+        raise RepbenchError(f"run '{ref}' is ambiguous: {', '.join(h.name for h in hits[:5])}")
+    return hits[0]

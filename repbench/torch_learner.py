@@ -1,0 +1,166 @@
+"""`TorchLearner`: the machinery shared by learners that are one torch module trained by the one training loop.
+
+A subclass sets `name`, `config_class` (a frozen dataclass of model options) and `presets` (preset name ->
+config), and implements `build_module` and `loss` (mean nats per image of a uint8 batch). Its options are its
+config's fields plus the training config's (epochs, lr, batch_size, ...), checked and bounded where the learner
+is built; `fixed_options` are options a learner accepts only at one value (the vae's h = 0).
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from .api import Learner
+from .config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
+from .registry import RepbenchError
+from .train import load_checkpoint, save_checkpoint, train
+
+
+class TorchLearner(Learner):
+    config_class: ClassVar[type]
+    presets: ClassVar[dict[str, Any]]
+    fixed_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, preset: str = "quick", image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0,
+                 device: str | torch.device = "cpu", **options):
+        super().__init__(preset, image_shape, seed, device, **options)
+        for key, value in self.fixed_options.items():
+            if key in options and (options[key] != value or type(options[key]) is not type(value)):
+                raise RepbenchError(f"learner '{self.name}' takes no option '{key}' other than {key} = {value!r} "
+                                    f"(got {options[key]!r}){self.fixed_hint(key)}")
+        model_keys, train_keys = field_names(self.config_class), field_names(TrainConfig)
+        base = self.preset_config(self.preset)
+        if not isinstance(base, self.config_class):  # a family's shared preset, widened to this learner's fields
+            base = self.config_class(**asdict(base))
+        self.config = override(base, {k: v for k, v in options.items() if k in model_keys}, f"{self.name} model")
+        self.train_config = override(self.train_preset(self.preset),
+                                     {k: v for k, v in options.items() if k in train_keys}, "training")
+        self.validate()
+        self._module: torch.nn.Module | None = None
+
+    def option_names(self) -> list[str]:
+        return field_names(self.config_class) + field_names(TrainConfig) + list(self.fixed_options)
+
+    # ------------------------------------------------------------------------------------ subclass hooks
+    def validate(self) -> None:
+        """Check option values beyond their bounds (raise RepbenchError); called by the constructor."""
+
+    def fixed_hint(self, key: str) -> str:
+        """Advice for a fixed option given another value."""
+        return ""
+
+    def preset_config(self, preset: str):
+        """The model config of a preset; `self.image_shape` is set, so it may depend on the data."""
+        if preset not in self.presets:
+            raise RepbenchError(f"learner '{self.name}' has no preset '{preset}'; its presets: "
+                                f"{', '.join(self.presets)}")
+        return self.presets[preset]
+
+    def train_preset(self, preset: str) -> TrainConfig:
+        return TRAIN_PRESETS[preset]
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        """Mixed-precision dtype for the training and evaluation losses, or None for full precision."""
+        return None
+
+    def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, float]:
+        """Extra per-epoch values of a test batch for the training curves, every `curve_every` epochs; the
+        loop averages them over batches. None by default."""
+        return {}
+
+    @abc.abstractmethod
+    def build_module(self) -> torch.nn.Module: ...
+
+    @abc.abstractmethod
+    def loss(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> torch.Tensor: ...
+
+    # ------------------------------------------------------------------------------------ the contract
+    def data_limits(self) -> tuple[int | None, int | None]:
+        return self.train_config.train_limit, self.train_config.test_limit
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "model_config": asdict(self.config), "train_config": asdict(self.train_config)}
+
+    def key_settings(self) -> dict[str, Any]:
+        train = {k: v for k, v in asdict(self.train_config).items() if k not in EVALUATION_ONLY}
+        return {**asdict(self.config), **train}
+
+    def state_bytes(self) -> bytes:
+        return b"".join(k.encode() + v.detach().cpu().numpy().tobytes()
+                        for k, v in sorted(self.module.state_dict().items()))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        if self._module is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self._module = self.build_module()
+            self._module.to(self.device).eval()  # in inference mode except while `fit` trains it
+        return self._module
+
+    @property
+    def num_dims(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+    def training_loss(self):
+        """`loss`, under autocast where `autocast_dtype` asks for it."""
+        dtype = self.autocast_dtype()
+        if dtype is None:
+            return self.loss
+
+        def loss(module, x_uint8):
+            with torch.autocast(self.device.type, dtype=dtype):
+                return self.loss(module, x_uint8)
+        return loss
+
+    def fit(self, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, checkpoint: str | Path | None = None,
+            resume: bool = False, on_epoch=None, progress: bool = True, augment=None) -> "TorchLearner":
+        """Train on uint8 images; `augment(batch, generator)` transforms training batches only."""
+        if tuple(train_x.shape[1:]) != self.image_shape:
+            raise RepbenchError(f"learner built for images {self.image_shape}, got {tuple(train_x.shape[1:])}")
+        self.history = train(self.module, self.training_loss(), train_x.to(self.device), cfg=self.train_config,
+                             seed=self.seed, checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
+                             test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
+                             on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),
+                             augment=augment, curves=self.curve_metrics)
+        self.module.eval()
+        return self
+
+    def _meta(self) -> dict:
+        return {"learner": self.name, "init": {"preset": self.preset, "image_shape": list(self.image_shape),
+                                               "seed": self.seed, "options": dict(self.options)}}
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(Path(path), {**self._meta(), "model": self.module.state_dict(), "history": self.history,
+                                     "finished": True})
+
+    def load(self, path: str | Path) -> "TorchLearner":
+        state = load_checkpoint(path)
+        if state.get("learner") != self.name:
+            raise RepbenchError(f"checkpoint {path} holds learner '{state.get('learner')}', not '{self.name}'")
+        try:
+            self.module.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise RepbenchError(f"checkpoint {path} does not fit this {self.name} configuration: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
+        self.history = list(state.get("history", []))
+        self.module.eval()
+        return self
+
+    def batched(self, fn, x: torch.Tensor, batch_size: int | None = None):
+        """Apply fn to batches of the uint8 images x on the learner's device, in eval mode, no grad."""
+        self.module.eval()
+        bs = batch_size or self.train_config.eval_batch_size
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(x), bs):
+                outs.append(fn(x[i:i + bs].to(self.device)))
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs))
+        return torch.cat(outs)

@@ -1,0 +1,55 @@
+"""Every registered metric: its unit and direction, and a known answer through the battery (parametrized over the
+metric registry, so a new metric fails here until it brings its own known-answer case)."""
+import math
+
+import pytest
+
+from repbench.battery import BatteryConfig, run_battery
+from repbench.metrics import DIRECTIONS, METRICS, battery_metrics, metric_info, summary_metrics
+
+from known import KnownCode, coded_data, cond_entropy_of
+
+# metric -> (learner options, {value name: known answer})
+KNOWN = {
+    "bpd": ({"scale": 0.0, "std": 1.0}, {"bpd": 8.0}),                  # uniform likelihood, posterior = prior
+    "bpd_iw": ({"scale": 0.0, "std": 1.0}, {"bpd_iw": 8.0}),            # every importance weight is 1
+    "mutual_info": ({"scale": 2.0, "std": 1.0}, {"mutual_info": 2.0}),  # KL(N(e_y * 2, I) || N(0, I)) = 2
+    "cond_entropy": ({"std": 0.5}, {"cond_entropy": cond_entropy_of(0.5, 10)}),
+    "intrinsic_dim": ({}, {"intrinsic_dim": 9}),                        # ten balanced one-hot codes span 9 dims
+    "linear_probe": ({}, {"linear_probe": 100.0, "linear_probe_std": 0.0}),
+    "nonlinear_probe": ({}, {"nonlinear_probe": 100.0}),
+    "rep_types": ({}, {f"{p}.{t}": 100.0 for p in ("linear_probe", "nonlinear_probe")
+                       for t in ("sample_k1", "sample_k100", "embedding")}),
+}
+
+
+@pytest.mark.parametrize("name", battery_metrics())
+def test_metric_has_unit_direction_and_a_known_answer(name):
+    metric = METRICS.get(name)
+    assert metric.unit and metric.direction in DIRECTIONS and metric.description, name
+    assert name in KNOWN, f"metric '{name}' has no known-answer case in {__file__}: add one"
+    options, answers = KNOWN[name]
+    cfg = BatteryConfig(metrics=(name,), probe_seeds=2, iw_samples=4, test_samples=5, nonlinear_epochs=10)
+    res = run_battery(KnownCode(**options), coded_data(), cfg, progress=False)
+    for value_name, expected in answers.items():
+        assert res.metrics[value_name] == pytest.approx(expected, abs=1e-9), value_name
+        assert value_name in metric.names or value_name.removesuffix("_std") in metric.names
+    assert res.measured_with[name] == metric.resolved_settings(cfg)
+
+
+def test_directions_say_what_the_paper_means():
+    assert METRICS.get("mutual_info").direction == "neither"  # less latent information can be better
+    assert metric_info("linear_probe_std")[1] == "neither"    # a spread is not better or worse
+    assert metric_info("linear_probe.sample_k100") == metric_info("linear_probe")
+    assert summary_metrics() == ["bpd", "mutual_info", "intrinsic_dim", "nonlinear_probe", "linear_probe"]
+
+
+def test_a_metric_that_does_not_apply_is_none_not_zero():
+    from repbench.data import make_synthetic
+    from repbench.testing import tiny
+    data = make_synthetic(100, 60)
+    learner = tiny("pca", d=4).fit(data.train_x)
+    res = run_battery(learner, data, BatteryConfig(metrics=("bpd", "mutual_info", "intrinsic_dim"), iw_samples=2),
+                      progress=False)
+    assert res.metrics["bpd"] is None and res.metrics["mutual_info"] is None
+    assert res.metrics["intrinsic_dim"] == 4 and not math.isnan(res.metrics["intrinsic_dim"])
