@@ -64,8 +64,9 @@ class ClosedForm(TorchLearner):
 
     def fit(self, train_x, test_x=None, *, checkpoint=None, resume=False, on_epoch=None, progress=True, augment=None):
         # closed form on the training images as they are: there are no batches to augment
-        self.solve(to_unit(train_x).flatten(1).to(self.device))
+        self.solve(to_unit(self.check_images(train_x)).flatten(1).to(self.device))
         self.history = []
+        self.fitted = True
         if checkpoint is not None:
             save_checkpoint(Path(checkpoint), {**self._meta(), "model": self.module.state_dict(), "history": [],
                                                "epoch": 0, "finished": True})
@@ -73,7 +74,7 @@ class ClosedForm(TorchLearner):
 
     def represent(self, x: torch.Tensor, kind: str = "mean") -> torch.Tensor:
         self.check_kind(kind)
-        return self.batched(lambda xb: self.module(to_unit(xb) if xb.dtype == torch.uint8 else xb), x)
+        return self.batched(lambda xb: self.module(to_unit(xb)), x)
 
 
 class Raw(ClosedForm):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .data import ImageData
 from .metrics import (LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of,
                       kl_to_standard_normal)
 from .registry import RepbenchError
+from .train import WriteError, atomic_save
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,10 @@ def extract(learner, data: ImageData, cache_dir: Path | None = None, checkpoint:
         else:
             reps[split] = {"mean": learner.represent(x, "mean").float().cpu()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(reps, tmp)
-        tmp.replace(path)
+        try:
+            atomic_save(reps, path)
+        except WriteError as exc:  # the cache only saves time: a full disk must not lose the run's values
+            warnings.warn(f"representation cache not written ({exc})", RuntimeWarning, stacklevel=2)
     return reps
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,14 @@ def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]
     path = suite.baseline_file
     if not path.exists():
         return [f"MISSING  baseline {path}: write it with `repbench check {suite.path} --write-baseline`"], []
-    base = json.loads(path.read_text())
+    try:
+        base = json.loads(path.read_text())
+        entries = [e for e in base["results"] if isinstance(e["metrics"], dict) and e["learner"] and e["dataset"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RepbenchError(f"baseline {path} is corrupt or not a repbench baseline; write it again with "
+                            f"`repbench check {suite.path} --write-baseline`") from None
     failures, passes = [], []
-    for entry in base["results"]:
+    for entry in entries:
         key = (entry["learner"], entry["dataset"], entry["preset"])
         current = results.get(key, {})
         for metric, tol in suite.tolerance.items():
@@ -60,7 +66,8 @@ def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]
                 continue
             line = f"{metric} {key[0]} ({key[1]}/{key[2]}): {'missing' if new is None else f'{new:.4g}'}, " \
                    f"baseline {old:.4g} ± {tol:g}"
-            drifted = new is None or abs(new - old) > tol
+            # a NaN, an infinity or a missing value never matches a baseline, nor does an untrustworthy baseline
+            drifted = new is None or not math.isfinite(new) or not math.isfinite(old) or abs(new - old) > tol
             (failures if drifted else passes).append(("DRIFT " if drifted else "ok  ") + line)
     return failures, passes
 
@@ -71,7 +78,12 @@ def write_baseline(suite: Suite, results_dir: Path) -> Path:
     results = grouped(suite, results_dir)
     if not results:
         raise RepbenchError(f"no finished runs of suite '{suite.name}' under {results_dir}; run it first")
+    untrusted = [f"{m} of {k[0]}" for k, v in sorted(results.items()) for m, x in v.items()
+                 if x is not None and not math.isfinite(x)]
+    if untrusted:
+        raise RepbenchError(f"refusing to store a baseline with non-finite values ({', '.join(untrusted[:5])})")
     entries = [{"learner": k[0], "dataset": k[1], "preset": k[2], "metrics": v} for k, v in sorted(results.items())]
+    from .records import write_json
     suite.baseline_file.parent.mkdir(parents=True, exist_ok=True)
-    suite.baseline_file.write_text(json.dumps({"suite": suite.name, "results": entries}, indent=2) + "\n")
+    write_json(suite.baseline_file, {"suite": suite.name, "results": entries})
     return suite.baseline_file

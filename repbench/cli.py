@@ -103,11 +103,33 @@ def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epo
     return {k: v for k, v in given.items() if v is not None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """Click's usage errors as one line too (`error: Invalid value for '--preset': ...`), not a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            where = getattr(getattr(exc, "ctx", None), "command_path", None)
+            hint = f" (see `{where} --help`)" if isinstance(exc, click.UsageError) and where else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="repbench")
 def cli():
     """repbench: benchmark representation learners (VAE, local and full PixelCNN VAEs, baselines)."""
     warnings.simplefilter("default", PluginWarning)
+    warnings.formatwarning = one_line_warning
 
 
 # ------------------------------------------------------------------------------------------ run / eval
@@ -305,22 +327,9 @@ def check(suite_file, results_dir, write_baseline):
 @friendly()
 def ui(port, tracking_uri, results_dir):
     """Start the MLflow UI on the local store, on 127.0.0.1; Ctrl-C stops it."""
-    import shutil
-    import signal
-    import subprocess
     from .tracking import default_tracking_uri
-    exe = shutil.which("mlflow")
-    if exe is None:
-        raise RepbenchError("the `mlflow` command is not on PATH; reinstall repbench (pip install -e .)")
-    uri = tracking_uri or default_tracking_uri(results_dir)
-    click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); compare runs by selecting them; Ctrl-C stops it")
-    proc = subprocess.Popen([exe, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)])
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # a terminated `repbench ui` takes its server along
-    try:
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
+    from .ui import serve
+    serve(tracking_uri or default_tracking_uri(results_dir), port, echo=click.echo)
 
 
 def main():

@@ -102,8 +102,9 @@ def read_idx(path: Path) -> np.ndarray:
         ndim = raw[3]
         shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
         return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
-    except (OSError, ValueError, EOFError) as exc:
-        raise RepbenchError(f"cannot read IDX file {path}: {exc}") from None
+    except (OSError, ValueError, EOFError, IndexError) as exc:
+        raise RepbenchError(f"cannot read IDX file {path}: {exc or 'empty file'}; it is truncated or not an IDX "
+                            f"file: install it again or fetch it with --download") from None
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -127,14 +128,15 @@ def load_idx_folder(name: str, folders: list[Path], how: str) -> ImageData:
 
 def read_cifar10(folder: Path) -> ImageData:
     def batch(fname):
-        with open(folder / fname, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"])
-    try:
-        parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
-        test = batch("test_batch")
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
-        raise RepbenchError(f"cannot read CIFAR-10 from {folder}: {exc}") from None
+        try:
+            with open(folder / fname, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+            return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"])
+        except Exception as exc:  # a truncated pickle fails in many ways (EOFError, MemoryError, KeyError...)
+            raise RepbenchError(f"cannot read CIFAR-10 file {folder / fname} ({type(exc).__name__}); it is missing "
+                                f"or truncated: delete {folder} and fetch it again with --download") from None
+    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    test = batch("test_batch")
     tx, ty = _tensors(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     return ImageData("cifar10", tx, ty, *_tensors(*test), 10)
 
@@ -145,8 +147,10 @@ def read_svhn(root: Path) -> ImageData:
     def split(fname):
         try:
             m = loadmat(root / fname)
-        except (OSError, ValueError) as exc:
-            raise RepbenchError(f"cannot read SVHN file {root / fname}: {exc}") from None
+            m["X"], m["y"]
+        except Exception as exc:  # truncated .mat files fail in many ways
+            raise RepbenchError(f"cannot read SVHN file {root / fname} ({type(exc).__name__}: "
+                                f"{str(exc)[:100]}); fetch it again with --download") from None
         y = m["y"].reshape(-1).astype(np.int64) % 10  # SVHN labels the digit 0 as 10
         return np.transpose(m["X"], (3, 2, 0, 1)), y
     return ImageData("svhn", *_tensors(*split("train_32x32.mat")), *_tensors(*split("test_32x32.mat")), 10)

@@ -14,6 +14,7 @@ from pathlib import Path
 from .measured import units_of
 from .records import environment, read_json, run_name, write_json
 from .registry import RepbenchError
+from .train import WriteError
 from .tracking import MLflowTracker, default_tracking_uri
 
 
@@ -69,6 +70,7 @@ class Recorder:
         self.tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
         self.tracker.set_tags({f"unit.{k}": f"{u['unit']} ({u['better']})" for k, u in
                                units_of(record["metrics"]).items() if u["unit"]})
+        self.tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None)})
         for path in artifacts + [self.folder / "metrics.json", self.folder / "run.json"]:
             self.tracker.log_artifact(path)
 
@@ -77,36 +79,52 @@ class Recorder:
             self.tracker.set_tags(tags)
 
     def finish(self, status: str, error: str | None = None) -> None:
-        self.state.update(status=status, error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        self.write_state()
+        """The run's end, in run.json and in MLflow; if MLflow cannot take it now, run.json says so
+        (`mlflow_sync: pending`) and a later command brings MLflow in line."""
+        self.state.update(status=status, error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          tracking_uri=self.tracker.uri)
         if error:
             self.tracker.set_tags({"error": error})
-        self.tracker.end(status)
+        synced = self.tracker.end(status)
+        self.state["mlflow_sync"] = "done" if synced or not self.state.get("mlflow_run_id") else "pending"
+        self.write_state()
 
     @contextlib.contextmanager
     def guard(self, keep_status: bool = False):
         """Record how the work in the block ends. With `keep_status` (adding metrics to a finished run) a
         failure leaves the run's status and its earlier values as they were."""
-        name = self.state.get("name", self.folder.name)
         try:
             yield
         except RepbenchError as exc:
-            if not keep_status:
-                self.finish("FAILED", error=str(exc))
+            self._end("FAILED", str(exc), keep_status, free_space=isinstance(exc, WriteError))
             raise
         except KeyboardInterrupt:
-            if not keep_status:
-                self.finish("KILLED", error="interrupted; the last finished epoch's checkpoint is kept")
+            self._end("KILLED", "interrupted; the last finished epoch's checkpoint is kept", keep_status)
             raise
+        except OSError as exc:  # a full disk or a read-only folder met outside our own writers (a figure, ...)
+            message = f"cannot write in {self.folder}: {exc.strerror or exc}; free space and continue"
+            self._end("FAILED", message, keep_status, free_space=True)
+            raise RepbenchError(message) from None
         except Exception as exc:  # a bug or a library failure: one line for the user, the traceback on disk
             with contextlib.suppress(OSError):
                 (self.folder / "traceback.txt").write_text(traceback.format_exc())
             first = (str(exc).splitlines() or [""])[0][:160]
-            message = (f"{name} failed unexpectedly ({type(exc).__name__}: {first}); the traceback is in "
-                       f"{self.folder / 'traceback.txt'}; the last finished epoch's checkpoint is kept")
-            if not keep_status:
-                self.finish("FAILED", error=message)
+            message = (f"{self.state.get('name', self.folder.name)} failed unexpectedly ({type(exc).__name__}: "
+                       f"{first}); the traceback is in {self.folder / 'traceback.txt'}; the last finished "
+                       f"epoch's checkpoint is kept")
+            self._end("FAILED", message, keep_status)
             raise RepbenchError(message) from exc
+
+    def _end(self, status: str, error: str, keep_status: bool, free_space: bool = False) -> None:
+        if free_space:  # half-written temporary files are what fills a disk; the last good files stay
+            for tmp in self.folder.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+        if keep_status:
+            return
+        try:
+            self.finish(status, error=error)
+        except RepbenchError as exc:
+            raise RepbenchError(f"{error}; and the run's record could not be updated ({exc})") from None
 
     def result(self, record: dict, status: str, **extra) -> dict:
         return {**record, "folder": str(self.folder), "mlflow_run_id": self.state.get("mlflow_run_id"),

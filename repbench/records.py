@@ -42,6 +42,20 @@ def run_prefix(learner, dataset: str, augment: bool = True) -> str:
     return f"{run_name(learner, dataset)}-{config_key(learner, dataset, augment)}"
 
 
+def check_results_dir(path: Path) -> Path:
+    """The results folder, created if need be; a file in its place or a read-only folder is a one-line error."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RepbenchError(f"--results-dir {path} is a file, not a folder")
+    try:
+        (path / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepbenchError(f"cannot create the results folder {path}: {exc.strerror or exc}") from None
+    if not os.access(path / "runs", os.W_OK | os.X_OK):
+        raise RepbenchError(f"the results folder {path} is not writable")
+    return path
+
+
 def new_run_folder(runs_root: Path, prefix: str) -> Path:
     """Create a fresh run folder atomically: two runs started in the same millisecond still get their own."""
     try:
@@ -92,9 +106,15 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write atomically; a full disk or a read-only folder is a one-line error and leaves the old file."""
+    from .train import WriteError
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from None
 
 
 def cpu_features() -> str:

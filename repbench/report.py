@@ -6,6 +6,7 @@ Runs come from a suite's run folders (the newest finished run of each cell) or f
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +20,86 @@ from .registry import RepbenchError
 FORMATS = ("markdown", "latex", "csv")
 
 
+NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
+
+
+def table_values(metrics: dict, not_applicable=()) -> dict:
+    """A record's values for a table: None (does not apply) becomes "n/a", NaN or an infinity "non-finite";
+    a value never measured stays absent and shows as "—"."""
+    out = {}
+    for name, value in metrics.items():
+        if value is None or name in not_applicable:
+            out[name] = NOT_APPLICABLE
+        elif not math.isfinite(value):
+            out[name] = UNTRUSTED
+        else:
+            out[name] = float(value)
+    return out
+
+
 def records_from_suite(suite, results_dir: Path) -> list[dict]:
     from .suite import latest_results
     rows = []
     for cell, rec in latest_results(suite, results_dir):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
-                     **{k: v for k, v in rec["metrics"].items()}, "_spectrum": rec.get("spectrum") or []})
+                     **table_values(rec.get("metrics", {})), "_spectrum": rec.get("spectrum") or []})
     return rows
 
 
 def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]) -> list[dict]:
     """Finished runs of an experiment matching the tags; the newest run of each cell. A client of its own, so the
     process-wide MLflow URI (and the MLFLOW_TRACKING_URI it would set) is left alone."""
-    import json
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise RepbenchError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
-    filters = " and ".join(["attributes.status = 'FINISHED'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+    from .tracking import connect, unreachable
+    problem = unreachable(tracking_uri)
+    if problem:
+        raise RepbenchError(problem)
+    for k, v in tags.items():
+        if "'" in k + v or "`" in k + v:
+            raise RepbenchError(f"--tag {k}={v}: quotes are not allowed in tag filters")
+    client = connect(tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise RepbenchError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
+        filters = " and ".join(["attributes.status = 'FINISHED'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+        runs = client.search_runs([exp.experiment_id], filter_string=filters, max_results=50000)
+    except RepbenchError:
+        raise
+    except Exception as exc:  # a store that fails mid-way: one line, not MLflow's traceback
+        raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
+                            f"{(str(exc).splitlines() or [''])[0][:200]}") from None
     rows = []
-    for r in client.search_runs([exp.experiment_id], filter_string=filters, max_results=50000):
+    for r in runs:
         t = r.data.tags
-        folder = Path(t.get("run_folder", "/nonexistent"))
-        spectrum = json.loads((folder / "metrics.json").read_text()).get("spectrum") or [] \
-            if (folder / "metrics.json").exists() else []
+        if not {"display_name", "dataset", "preset", "seed"} <= set(t):
+            continue  # not a repbench run
+        spectrum = _read_json(Path(t.get("run_folder", "/nonexistent")) / "metrics.json").get("spectrum") or []
+        not_applicable = [n for n in t.get("not_applicable", "").split(",") if n]
         rows.append({"learner": t["display_name"], "dataset": t["dataset"], "preset": t["preset"],
-                     "seed": int(t["seed"]), "_spectrum": spectrum, "_start": r.info.start_time, **r.data.metrics})
+                     "seed": int(t["seed"]), "_spectrum": spectrum, "_start": r.info.start_time,
+                     **table_values({**r.data.metrics, **{n: None for n in not_applicable}})})
     if rows:  # several runs of one cell: keep the newest
         rows = (pd.DataFrame(rows).sort_values("_start").groupby(["learner", "dataset", "preset", "seed"])
                 .tail(1).drop(columns="_start").to_dict("records"))
     return rows
 
 
+def _read_json(path: Path) -> dict:
+    from .records import read_json
+    return read_json(path)
+
+
 def _cell(values: pd.Series, digits: int) -> str:
-    v = values.dropna()
-    if v.empty:
-        return "n/a"
-    return f"{v.mean():.{digits}f}" + (f" ± {v.std(ddof=0):.{digits}f}" if len(v) > 1 else "")
+    """mean ± std over the seeds that measured a value; no ± for one seed; the markers otherwise."""
+    present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
+    if not present:
+        return NOT_MEASURED
+    if UNTRUSTED in present:
+        return UNTRUSTED
+    numbers = np.array([v for v in present if not isinstance(v, str)], dtype=float)
+    if not len(numbers):
+        return NOT_APPLICABLE
+    return f"{numbers.mean():.{digits}f}" + (f" ± {numbers.std():.{digits}f}" if len(numbers) > 1 else "")
 
 
 def _header(metric: str) -> str:
@@ -72,7 +115,7 @@ def _digits(metric: str) -> int:
 def table2(df: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
-        out[(learner, dataset, preset, len(g))] = {_header(m): _cell(g[m], _digits(m)) if m in g else "n/a"
+        out[(learner, dataset, preset, len(g))] = {_header(m): _cell(g[m], _digits(m)) if m in g else NOT_MEASURED
                                                    for m in summary_metrics()}
     t = pd.DataFrame.from_dict(out, orient="index")
     t.index = pd.MultiIndex.from_tuples(t.index, names=["learner", "dataset", "preset", "seeds"])
@@ -83,7 +126,7 @@ def table1(df: pd.DataFrame, probe: str = "linear_probe") -> pd.DataFrame:
     out = {}
     for label_key, label in REP_TYPE_LABELS.items():
         col = probe if label_key == "mean" else f"{probe}.{label_key}"
-        out[label] = {learner: _cell(g[col], 1) if col in g else "n/a"
+        out[label] = {learner: _cell(g[col], 1) if col in g else NOT_MEASURED
                       for learner, g in df.groupby("learner", sort=False)}
     t = pd.DataFrame.from_dict(out, orient="index")
     t.index.name = f"{probe} (%) by representation"
@@ -98,12 +141,25 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 
 def load_paper_numbers(path: Path) -> list[dict]:
+    """Published numbers: a YAML list of {dataset, learner, metric, value, source}; errors name the file."""
     import yaml
-    rows = yaml.safe_load(Path(path).read_text()) or []
+    path = Path(path)
+    try:
+        rows = yaml.safe_load(path.read_text()) or []
+    except OSError as exc:
+        raise RepbenchError(f"cannot read paper numbers {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise RepbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(rows, list):
+        raise RepbenchError(f"{path}: expected a list of entries (dataset, learner, metric, value, source)")
     for r in rows:
+        if not isinstance(r, dict):
+            raise RepbenchError(f"{path}: entry {r!r} is not a mapping")
         missing = {"dataset", "learner", "metric", "value", "source"} - set(r)
         if missing:
             raise RepbenchError(f"{path}: entry {r} lacks {', '.join(sorted(missing))}")
+        if isinstance(r["value"], bool) or not isinstance(r["value"], (int, float)):
+            raise RepbenchError(f"{path}: entry {r} has a value that is not a number")
     return rows
 
 
@@ -114,7 +170,7 @@ def paper_table(df: pd.DataFrame, paper: list[dict]) -> pd.DataFrame | None:
         g = df[(df["dataset"] == p["dataset"]) & (df["learner"] == p["learner"])]
         if g.empty:
             continue
-        ours = _cell(g[p["metric"]], _digits(p["metric"])) if p["metric"] in g else "n/a"
+        ours = _cell(g[p["metric"]], _digits(p["metric"])) if p["metric"] in g else NOT_MEASURED
         rows.append([p["learner"], p["dataset"], _header(p["metric"]), ours, f"{p['value']:g}", p["source"]])
     return pd.DataFrame(rows, columns=["learner", "dataset", "metric", "repbench", "paper", "source"]) if rows else None
 
@@ -127,7 +183,7 @@ def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None
         raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
     df = pd.DataFrame(records)
     parts = [f"Table 2{': ' + title if title else ''} (mean ± std over seeds; ↑ higher is better, ↓ lower, "
-             f"no arrow: neither)",
+             f"no arrow: neither; {NOT_APPLICABLE}: does not apply, {NOT_MEASURED}: not measured)",
              render(table2(df), fmt)]
     for probe in ("linear_probe", "nonlinear_probe"):
         if f"{probe}.sample_k1" in df:  # the representation types ran

@@ -16,9 +16,11 @@ from .api import create_learner, has_ability, learner_from_params
 from .battery import BatteryConfig, run_battery
 from .data import DATASETS, ImageData, load_dataset
 from .measured import merge_record, missing_metrics, units_of
-from .records import find_finished, find_resumable, find_run, new_run_folder, read_json, run_name, run_prefix
+from .records import (check_results_dir, find_finished, find_resumable, find_run, new_run_folder, read_json,
+                      run_name, run_prefix)
 from .recording import Recorder
 from .registry import RepbenchError
+from .tracking import default_tracking_uri, reconcile
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ def plan(spec: RunSpec, device: torch.device | str = "cpu"):
     shape = DATASETS.get(spec.dataset).image_shape
     if spec.grid < 0:
         raise RepbenchError(f"--grid must be >= 0 (images per row; 0 skips the grid), got {spec.grid}")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed < 2 ** 31:
+        raise RepbenchError(f"--seed must be an integer from 0 to 2^31 - 1, got {spec.seed!r}")
     return create_learner(spec.learner, preset=spec.preset, image_shape=shape, seed=spec.seed, device=device,
                           **spec.options)
 
@@ -74,7 +78,8 @@ def run(spec: RunSpec) -> dict:
     device = resolve_device(spec.device)
     learner = plan(spec, device)
     prefix = run_prefix(learner, spec.dataset, spec.augment)
-    runs_root = Path(spec.results_dir) / "runs"
+    runs_root = check_results_dir(spec.results_dir) / "runs"
+    reconcile(spec.results_dir, spec.tracking_uri or default_tracking_uri(spec.results_dir))
     done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
     if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing
         return complete(done, spec, device)
@@ -163,6 +168,9 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
                        data_root=data_root)
         rec = Recorder.attach(spec, folder)
         learner = learner_from_params(rec.state.get("params", {}), device).load(folder / "checkpoint.pt")
+        if dataset and dataset != rec.state.get("dataset"):
+            raise RepbenchError(f"run {folder.name} was trained on {rec.state.get('dataset')}; its record takes no "
+                                f"values measured on {dataset} (evaluate its checkpoint with --checkpoint instead)")
         dataset = rec.state.get("dataset", "mnist5k")
     else:
         learner, folder, rec = load_learner(checkpoint, device=device), Path(checkpoint).parent, None

@@ -8,6 +8,7 @@
     metrics: [bpd, mutual_info, intrinsic_dim, linear_probe, nonlinear_probe, rep_types]   # optional
     battery: {probe_seeds: 3}                                                              # optional
     thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]                       # optional
+    compare: [[vae, lpvae-h2]]        # optional: differences with confidence intervals over seeds
     baseline: {file: baselines/smoke.json, tolerance: {bpd: 0.05}}                         # optional
 
 Unknown keys anywhere are errors that name the key and the file.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import yaml
 from .registry import RepbenchError
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
-              "thresholds", "baseline")
+              "thresholds", "baseline", "compare")
 LEARNER_KEYS = ("name", "options", "seeds")
 THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
 BASELINE_KEYS = ("file", "tolerance")
@@ -73,7 +75,8 @@ class Threshold:
         return fnmatch.fnmatch(display, self.learner) and fnmatch.fnmatch(dataset, self.dataset)
 
     def violated(self, value: float | None) -> bool:
-        if value is None:
+        """Missing, NaN or infinite values fail every threshold: a number that cannot be trusted never passes."""
+        if value is None or not math.isfinite(value):
             return True
         return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
 
@@ -93,6 +96,7 @@ class Suite:
     thresholds: tuple[Threshold, ...] = ()
     baseline_file: Path | None = None
     tolerance: dict = field(default_factory=dict)
+    compare: tuple[tuple[str, str], ...] = ()   # learner pairs (display names) whose differences the report tests
 
 
 def _check_keys(obj, allowed, where: str, path: Path) -> dict:
@@ -111,39 +115,123 @@ def _list(obj, key: str, path: Path, default=None) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _ints(obj, key: str, path: Path, default) -> list[int]:
+    values = _list(obj, key, path, default)
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+    if bad or not values:
+        raise RepbenchError(f"{path}: '{key}' must be a list of integers, got {values!r}")
+    return values
+
+
+def _names(obj, key: str, path: Path, default, known) -> list[str]:
+    values = _list(obj, key, path, default)
+    for v in values:
+        if not isinstance(v, str):
+            raise RepbenchError(f"{path}: '{key}' must be a list of names, got {v!r}")
+        _at(path, lambda: known(v))
+    return values
+
+
+def _at(path: Path, fn, where: str = ""):
+    """Run a check; a RepbenchError it raises names the suite file (and the place in it)."""
+    try:
+        return fn()
+    except RepbenchError as exc:
+        raise RepbenchError(f"{path}: {where + ': ' if where else ''}{exc}") from None
+
+
+def _number(value, what: str, path: Path) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RepbenchError(f"{path}: {what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _known_metric(name, path: Path, where: str) -> str:
+    from .metrics import entry_of
+    if not isinstance(name, str) or entry_of(name) is None or entry_of(name).compute is None:
+        raise RepbenchError(f"{path}: {where} names metric {name!r}, which the battery does not record "
+                            f"(see `repbench ls`)")
+    return name
+
+
+def _learner_entry(item, seeds: list[int], path: Path) -> tuple[str, dict, list[int]]:
+    item = {"name": item} if isinstance(item, str) else item
+    _check_keys(item, LEARNER_KEYS, "a learner entry", path)
+    if not isinstance(item.get("name"), str):
+        raise RepbenchError(f"{path}: a learner entry needs a name (name: vae), got {item!r}")
+    options = item.get("options") or {}
+    if not isinstance(options, dict):
+        raise RepbenchError(f"{path}: options of learner '{item['name']}' must be a mapping, got {options!r}")
+    return item["name"], dict(options), _ints(item, "seeds", path, seeds)  # fewer seeds for a slow learner
+
+
+def _threshold(t, path: Path) -> Threshold:
+    _check_keys(t, THRESHOLD_KEYS, "a threshold", path)
+    metric = _known_metric(t.get("metric"), path, "a threshold")
+    low, high = _number(t.get("min"), f"min of the threshold on {metric}", path), \
+        _number(t.get("max"), f"max of the threshold on {metric}", path)
+    if low is None and high is None:
+        raise RepbenchError(f"{path}: threshold on '{metric}' needs min or max")
+    return Threshold(metric, str(t.get("learner", "*")), str(t.get("dataset", "*")), low, high)
+
+
 def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file: every key, value, learner option and battery setting, before any work."""
+    from .battery import battery_for
+    from .config import check_preset
+    from .data import DATASETS
     path = Path(path)
-    if not path.exists():
-        raise RepbenchError(f"suite file {path} does not exist")
+    if not path.is_file():
+        raise RepbenchError(f"suite file {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RepbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RepbenchError(f"cannot read suite file {path}: {exc}") from None
     _check_keys(raw, SUITE_KEYS, "the suite", path)
-    seeds = [int(s) for s in _list(raw, "seeds", path, [0])]
-    learners = []
-    for item in _list(raw, "learners", path):
-        item = {"name": item} if isinstance(item, str) else item
-        _check_keys(item, LEARNER_KEYS, "a learner entry", path)
-        own = [int(s) for s in _list(item, "seeds", path, seeds)]  # a learner may run fewer seeds (fpvae: slow)
-        learners.append((item["name"], dict(item.get("options") or {}), own))
+    seeds = _ints(raw, "seeds", path, [0])
+    learners = [_learner_entry(item, seeds, path) for item in _list(raw, "learners", path)]
+    datasets = _names(raw, "datasets", path, ["mnist5k"], DATASETS.get)
+    presets = _names(raw, "presets", path, ["quick"], check_preset)
     # Seed-major order: a suite stopped part-way has whole seeds of every learner rather than all seeds of a few.
     all_seeds = sorted({s for *_, own in learners for s in own}, key=lambda s: (s not in seeds, s))
     cells = tuple(Cell(name, opts, d, p, s) for s in all_seeds for (name, opts, own), d, p in itertools.product(
-        learners, _list(raw, "datasets", path, ["mnist5k"]), _list(raw, "presets", path, ["quick"])) if s in own)
-    thresholds = tuple(Threshold(**_check_keys(t, THRESHOLD_KEYS, "a threshold", path))
-                       for t in raw.get("thresholds") or [])
-    for t in thresholds:
-        if t.min is None and t.max is None:
-            raise RepbenchError(f"{path}: threshold on '{t.metric}' needs min or max")
+        learners, datasets, presets) if s in own)
+    for cell in cells:
+        _at(path, cell.build, f"learner '{cell.learner}'")
+    thresholds = tuple(_threshold(t, path) for t in _list(raw, "thresholds", path, []))
     battery = dict(_check_keys(raw.get("battery") or {}, ("probe_seeds", "iw_samples", "test_samples",
                                                           "linear_method", "nonlinear_epochs"), "battery", path))
-    if raw.get("metrics"):
+    if raw.get("metrics") is not None:
         battery["metrics"] = tuple(_list(raw, "metrics", path))
+    for preset in presets:
+        _at(path, lambda: battery_for(preset, battery), "battery")
     base = _check_keys(raw.get("baseline") or {}, BASELINE_KEYS, "baseline", path)
-    baseline_file = (path.parent / base["file"]) if base.get("file") else None
+    tolerance = base.get("tolerance") or {}
+    if not isinstance(tolerance, dict):
+        raise RepbenchError(f"{path}: baseline tolerance must be a mapping of metric: number, got {tolerance!r}")
+    for metric, tol in tolerance.items():
+        _known_metric(metric, path, "the baseline tolerance")
+        if _number(tol, f"tolerance of {metric}", path) < 0:
+            raise RepbenchError(f"{path}: tolerance of {metric} must be >= 0, got {tol!r}")
+    baseline_file = (path.parent / str(base["file"])) if base.get("file") else None
     return Suite(str(raw.get("name") or path.stem), path, cells, str(raw.get("description") or ""), battery,
-                 thresholds, baseline_file, dict(base.get("tolerance") or {}))
+                 thresholds, baseline_file, tolerance, _pairs(raw, path, {c.display for c in cells}))
+
+
+def _pairs(raw: dict, path: Path, displays: set[str]) -> tuple[tuple[str, str], ...]:
+    pairs = _list(raw, "compare", path, [])
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise RepbenchError(f"{path}: compare takes pairs of learners, e.g. [[vae, lpvae-h2]], got {pair!r}")
+        unknown = [p for p in pair if p not in displays]
+        if unknown:
+            raise RepbenchError(f"{path}: compare names '{unknown[0]}', which is not a learner of this suite "
+                                f"({', '.join(sorted(displays))})")
+    return tuple(tuple(p) for p in pairs)
 
 
 # ---------------------------------------------------------------------------------------------- running

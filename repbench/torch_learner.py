@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from .api import Learner
@@ -42,6 +43,7 @@ class TorchLearner(Learner):
                                      {k: v for k, v in options.items() if k in train_keys}, "training")
         self.validate()
         self._module: torch.nn.Module | None = None
+        self.fitted = False  # set by fit and load: representations of an untrained model are refused
 
     def option_names(self) -> list[str]:
         return field_names(self.config_class) + field_names(TrainConfig) + list(self.fixed_options)
@@ -122,14 +124,15 @@ class TorchLearner(Learner):
     def fit(self, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, checkpoint: str | Path | None = None,
             resume: bool = False, on_epoch=None, progress: bool = True, augment=None) -> "TorchLearner":
         """Train on uint8 images; `augment(batch, generator)` transforms training batches only."""
-        if tuple(train_x.shape[1:]) != self.image_shape:
-            raise RepbenchError(f"learner built for images {self.image_shape}, got {tuple(train_x.shape[1:])}")
+        train_x = self.check_images(train_x)
+        test_x = None if test_x is None else self.check_images(test_x)
         self.history = train(self.module, self.training_loss(), train_x.to(self.device), cfg=self.train_config,
                              seed=self.seed, checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
                              test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
                              on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),
                              augment=augment, curves=self.curve_metrics)
         self.module.eval()
+        self.fitted = True
         return self
 
     def _meta(self) -> dict:
@@ -144,6 +147,7 @@ class TorchLearner(Learner):
         state = load_checkpoint(path)
         if state.get("learner") != self.name:
             raise RepbenchError(f"checkpoint {path} holds learner '{state.get('learner')}', not '{self.name}'")
+        self._check_same_configuration(state.get("init", {}), path)
         try:
             self.module.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as exc:
@@ -151,10 +155,44 @@ class TorchLearner(Learner):
                                 f"{str(exc).splitlines()[0][:200]}") from None
         self.history = list(state.get("history", []))
         self.module.eval()
+        self.fitted = True
         return self
+
+    def _check_same_configuration(self, init: dict, path) -> None:
+        """A checkpoint of the same learner with another seed or settings is not this learner's."""
+        try:
+            saved = type(self)(preset=init["preset"], image_shape=init["image_shape"], seed=init["seed"],
+                               **init.get("options", {}))
+        except (KeyError, TypeError, RepbenchError):
+            raise RepbenchError(f"checkpoint {path} does not say how its {self.name} was configured") from None
+        mine = (self.preset, self.image_shape, self.seed, self.key_settings())
+        theirs = (saved.preset, saved.image_shape, saved.seed, saved.key_settings())
+        if mine != theirs:
+            diff = [n for n, a, b in zip(("preset", "image shape", "seed", "settings"), mine, theirs) if a != b]
+            raise RepbenchError(f"checkpoint {path} holds a {self.name} with another {', '.join(diff)} than this "
+                                f"one ({self.display_name}, preset {self.preset}, seed {self.seed})")
+
+    def check_images(self, x) -> torch.Tensor:
+        """uint8 images [N, C, H, W] of this learner's shape (numpy arrays are taken too); clear errors else."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise RepbenchError(f"images must be a torch tensor or numpy array, got {type(x).__name__}")
+        if x.dtype != torch.uint8:
+            raise RepbenchError(f"images must be uint8 levels 0-255 [N, C, H, W], got {x.dtype}; from floats in "
+                                f"[0, 1] use (x * 255).round().to(torch.uint8)")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise RepbenchError(f"learner '{self.name}' was built for images [N, {', '.join(map(str, self.image_shape))}]"
+                                f", got {list(x.shape)}")
+        if len(x) == 0:
+            raise RepbenchError("no images given (an empty batch)")
+        return x
 
     def batched(self, fn, x: torch.Tensor, batch_size: int | None = None):
         """Apply fn to batches of the uint8 images x on the learner's device, in eval mode, no grad."""
+        if not self.fitted:
+            raise RepbenchError(f"learner '{self.name}' is not fitted: call fit(train_x) or load(path) first")
+        x = self.check_images(x)
         self.module.eval()
         bs = batch_size or self.train_config.eval_batch_size
         outs = []

@@ -2,16 +2,79 @@
 
 Default store: a SQLite file under the results folder, with artifacts beside it. `MLFLOW_TRACKING_URI` or an
 explicit URI points it at a real MLflow server instead. Tracking failures warn and never stop a run: the runner
-writes its own JSON files whatever happens here.
+writes its own JSON files whatever happens here. A server is asked once, briefly, whether it answers before a run
+starts (MLflow's own client would retry for minutes), and HTTP calls retry little, so a lost server costs seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# MLflow's defaults retry a failing HTTP call for minutes; a tracking outage should cost a run seconds.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def connect(uri: str):
+    """An MLflow client of its own for `uri` (the process-wide tracking URI is left alone), with short HTTP
+    retries and the SQLite store's migration chatter silenced."""
+    import logging
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    for noisy in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold a Ctrl-C until the block ends: a store interrupted mid-write could be left with a broken cursor
+    or a half-written row. The interrupt is raised as soon as the call returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def unreachable(uri: str, attempts: int = 2, timeout_s: float = 3.0) -> str | None:
+    """Why an MLflow server does not answer its health check, or None when it does (local stores always do)."""
+    if not is_remote(uri):
+        return None
+    reason = ""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+                if response.status == 200:
+                    return None
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc)) or type(exc).__name__
+        if attempt + 1 < attempts:
+            time.sleep(1.0)
+    return f"no MLflow server answers at {uri} ({reason})"
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -42,14 +105,22 @@ class MLflowTracker:
         if self.error is not None:
             return None
         try:
-            return fn(*args, **kw)
+            with deferred_interrupt():
+                return fn(*args, **kw)
         except Exception as exc:  # MLflow, SQL and HTTP errors all end up here
-            self.error = f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            warnings.warn(f"MLflow tracking at {self.uri} failed ({self.error}); results are still written to "
-                          f"the run folder", RuntimeWarning, stacklevel=3)
+            self._fail(what, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
             return None
 
+    def _fail(self, what: str, why: str) -> None:
+        self.error = f"{what}: {why}"
+        warnings.warn(f"MLflow tracking at {self.uri} failed ({self.error}); results are still written to the "
+                      f"run folder", RuntimeWarning, stacklevel=4)
+
     def start(self, run_name: str, params: dict, tags: dict, run_id: str | None = None) -> str | None:
+        problem = unreachable(self.uri)
+        if problem:
+            self._fail("start", problem)
+            return None
         return self._guard("start", self._start, run_name, params, tags, run_id)
 
     def prepare(self) -> None:
@@ -57,12 +128,8 @@ class MLflowTracker:
         self._guard("prepare", self._experiment_id)
 
     def _connect(self):
-        import logging
-        for noisy in ("alembic", "mlflow.store.db.utils"):  # the SQLite store's migrations chatter at INFO
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        from mlflow.tracking import MlflowClient
         if self.client is None:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = connect(self.uri)
         return self.client
 
     def _experiment_id(self) -> str:
@@ -91,12 +158,14 @@ class MLflowTracker:
 
     def attach(self, run_id: str) -> None:
         """Log into an existing run (finished or not) without changing its status."""
-        def connect():
-            from mlflow.tracking import MlflowClient
-            self.client = MlflowClient(tracking_uri=self.uri)
+        def attach():
+            self.client = connect(self.uri)
             self.client.get_run(run_id)
             self.run_id = run_id
-        self._guard("attach", connect)
+        if unreachable(self.uri):
+            self._fail("attach", unreachable(self.uri))
+            return
+        self._guard("attach", attach)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         def log():
@@ -117,7 +186,49 @@ class MLflowTracker:
         if self.run_id is not None and Path(path).exists():
             self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), folder)
 
-    def end(self, status: str) -> None:
+    def end(self, status: str) -> bool:
+        """Close the run with `status`; True when the store now says so. After an earlier failure this still
+        tries once, with a fresh client, so a store that came back does not keep the run RUNNING."""
         assert status in RUN_STATUSES
-        if self.run_id is not None:
+        if self.run_id is None:
+            return self.error is None
+        if self.error is None:
             self._guard("end", self.client.set_terminated, self.run_id, status)
+            return self.error is None
+        return set_status(self.uri, self.run_id, status)
+
+
+def set_status(uri: str, run_id: str, status: str, error: str | None = None) -> bool:
+    """Set a run's final status (and error tag) in a store, quietly; False if the store cannot be reached."""
+    if unreachable(uri, attempts=1):
+        return False
+    try:
+        client = connect(uri)
+        if error:
+            client.set_tag(run_id, "error", error)
+        client.set_terminated(run_id, status)
+        return True
+    except Exception:  # the store is still unwell: the run folder keeps the truth and a later call retries
+        return False
+
+
+def reconcile(results_dir: Path, uri: str) -> int:
+    """Bring MLflow runs whose final status could not be written (a lost server, a full disk) in line with
+    their run folders; return how many were fixed."""
+    import json
+    fixed = 0
+    for path in sorted(Path(results_dir).glob("runs/*/run.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("mlflow_sync") != "pending" or state.get("tracking_uri", uri) != uri:
+            continue
+        if state.get("mlflow_run_id") and set_status(uri, state["mlflow_run_id"], state["status"],
+                                                     state.get("error")):
+            state["mlflow_sync"] = "done"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(path)
+            fixed += 1
+    return fixed

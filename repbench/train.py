@@ -5,6 +5,7 @@ so a run resumed from epoch k ends with the same weights as one that was never i
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -28,10 +29,32 @@ class NonFiniteLoss(RepbenchError):
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically, so an interruption mid-write never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"format": CHECKPOINT_FORMAT, **payload}, path)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save through memory and a temporary file: a full disk is a clear error (torch's own writer reports
+    it as an obscure internal failure) and never leaves half a file behind."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(path, exc) from None
+
+
+class WriteError(RepbenchError):
+    """A file could not be written (a full disk, a read-only folder): the user's to fix, not a bug."""
+
+    def __init__(self, path: Path, exc: OSError):
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}; free space (or choose another "
+                         f"--results-dir) and run again: an interrupted run continues with --resume")
+        self.errno = exc.errno
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -211,3 +211,67 @@ def test_jobs_below_one_is_an_error(tmp_path):
     (tmp_path / "s.yaml").write_text("name: x\nlearners: [vae]\ndatasets: [synthetic]\npresets: [smoke]\n")
     with pytest.raises(RepbenchError, match="--jobs must be >= 1"):
         run_suite(load_suite(tmp_path / "s.yaml"), results_dir=tmp_path, jobs=0)
+
+
+def test_a_reused_run_is_completed_with_what_the_suite_measures_and_tagged(tmp_path):
+    """A finished run that measured less, or with other settings, is reused for training only: the suite measures
+    the rest from the cached representations and records how every value was measured."""
+    results = tmp_path / "r"
+    first = CliRunner().invoke(cli, ["run", "--model", "fpvae", "--preset", "smoke", "--dataset", "synthetic", "-q",
+                                     "--metrics", "bpd", "--linear-method", "svc", "--results-dir", str(results)])
+    assert first.exit_code == 0, first.output
+    (folder,) = (results / "runs").iterdir()
+    smoke = load_suite(ROOT / "benchmarks" / "smoke.yaml")
+    outcomes = {str(o["cell"]): o for o in run_suite(smoke, results_dir=results, progress=False)}
+    reused = outcomes["fpvae / synthetic / smoke / seed 0"]
+    assert reused["status"] == "REUSED" and Path(reused["record"]["folder"]) == folder
+    assert set(reused["record"]["measured_now"]) == {"mutual_info", "intrinsic_dim", "linear_probe"}
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["measured_with"]["linear_probe"] == {"probe_seeds": 1, "linear_method": "linearsvc"}
+    assert record["measured_with"]["bpd"] == {"elbo_samples": 1}
+    assert all(record["metrics"][m] is not None for m in ("bpd", "mutual_info", "intrinsic_dim", "linear_probe"))
+    again = run_suite(smoke, results_dir=results, progress=False)  # now nothing is missing
+    assert all(o["status"] == "REUSED" and not o["record"].get("measured_now") for o in again)
+    from_tags = records_from_mlflow(f"sqlite:///{results / 'mlflow.db'}", "repbench", {"suite": "smoke"})
+    assert len(from_tags) == len(records_from_suite(smoke, results)) == 4
+    failures, _ = check_suite(smoke, results)
+    assert not [f for f in failures if "MISSING" in f or "missing" in f], failures
+
+
+def test_nan_and_infinite_values_fail_every_gate(ran, tmp_path):
+    import shutil
+    suite, results, _ = ran
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    write_baseline(suite, copy)
+    for state in copy.glob("runs/lpvae-h1*/metrics.json"):
+        record = json.loads(state.read_text())
+        record["metrics"].update(bpd=float("nan"), linear_probe=float("inf"))
+        state.write_text(json.dumps(record))
+    failures, passes = check_suite(suite, copy)
+    assert any(f.startswith("REGRESSION bpd lpvae-h1") and "nan" in f for f in failures), failures
+    assert any(f.startswith("REGRESSION linear_probe lpvae-h1") and "inf" in f for f in failures)
+    assert any(f.startswith("DRIFT bpd lpvae-h1") for f in failures)
+    assert not any("lpvae-h1" in p and ("bpd" in p or "linear_probe" in p) for p in passes)
+    with pytest.raises(RepbenchError, match="non-finite values"):
+        write_baseline(suite, copy)
+    md = build_report(records_from_suite(suite, copy))
+    assert "non-finite" in md and "nan" not in md.lower().replace("non-finite", "")
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_suite_advises_running_the_suite_again(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: slow\nlearners: [{name: vae, options: {epochs: 50, train_limit: 600}}]\n"
+                                     "datasets: [synthetic]\npresets: [smoke]\nmetrics: [bpd]\n"
+                                     "battery: {iw_samples: 2}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", "suite", str(tmp_path / "s.yaml"), "-q",
+                             "--results-dir", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("r/runs/*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same `repbench suite` command again" in err and "--resume" not in err
+    (folder,) = (tmp_path / "r" / "runs").iterdir()
+    assert json.loads((folder / "run.json").read_text())["status"] == "KILLED"

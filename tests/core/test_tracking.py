@@ -28,7 +28,7 @@ def check_logged_run(client: MlflowClient, record: dict):
     p = r.data.params
     assert p["learner"] == "lpvae" and p["options.h"] == "1" and p["preset"] == "smoke" and p["dataset"] == "synthetic"
     assert p["model_config.width"] == "16" and p["train_config.epochs"] == "2" and "env.git_commit" in p
-    assert p["env.torch"] and p["seed"] == "0"
+    assert p["env.torch"] and p["seed"] == "0" and p["env.cpu_features"] and p["env.torch_build"]
     assert r.data.tags["learner"] == "lpvae" and r.data.tags["display_name"] == "lpvae-h1"
     for name in ("bpd", "mutual_info", "cond_entropy"):
         assert r.data.metrics[name] == pytest.approx(record["metrics"][name])
@@ -62,10 +62,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
+def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1 with artifact proxying, its store in tmp_path; the caller stops it."""
     mlflow = shutil.which("mlflow") or pytest.skip("the mlflow command is not on PATH")
-    port = free_port()
     proc = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                              "--artifacts-destination", str(tmp_path / "server-artifacts")],
@@ -75,14 +74,20 @@ def mlflow_server(tmp_path):
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                break
+                return proc
         except OSError:
             time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not come up within 90 s")
-    yield url
+        if proc.poll() is not None:
+            pytest.fail(proc.stderr.read().decode()[-2000:])
+    proc.kill()
+    pytest.fail("mlflow server did not come up within 90 s")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    proc = start_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
 

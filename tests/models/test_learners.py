@@ -114,3 +114,21 @@ def test_paper_preset_bf16_keeps_the_likelihood_in_float32(shape):
     full = model.pixel_log_prob(x, model.decoder_params(x, z)).sum()
     assert params.dtype == torch.float32 and mixed.dtype == torch.float32
     assert torch.isclose(mixed, full, rtol=2e-2)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_represent_checks_its_input(name, synthetic):
+    learner = tiny(name, epochs=1, batch_size=50, train_limit=100)
+    x = synthetic.test_x[:6]
+    with pytest.raises(RepbenchError, match=f"learner '{name}' is not fitted"):
+        learner.represent(x)
+    learner.fit(synthetic.train_x[:100], progress=False)
+    with pytest.raises(RepbenchError, match=r"images must be uint8 levels 0-255 .* got torch.float32"):
+        learner.represent(x.float() / 255)
+    with pytest.raises(RepbenchError, match=r"built for images \[N, 1, 12, 12\], got \[6, 12, 12\]"):
+        learner.represent(x[:, 0])
+    with pytest.raises(RepbenchError, match="an empty batch"):
+        learner.represent(x[:0])
+    with pytest.raises(RepbenchError, match="must be a torch tensor or numpy array"):
+        learner.represent(x.tolist())
+    assert torch.equal(learner.represent(x.numpy()), learner.represent(x))  # numpy arrays are taken as they are

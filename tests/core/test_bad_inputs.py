@@ -1,0 +1,232 @@
+"""Bad input, through the real command line: one line on stderr, the expected exit code, no traceback, and no
+run left RUNNING in the run folders or in MLflow."""
+import gzip
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from repbench.cli import cli
+
+SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "-q", "--grid", "0"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A results folder with one finished vae run (copied per case, so cases cannot disturb each other)."""
+    results = tmp_path_factory.mktemp("finished")
+    out = CliRunner().invoke(cli, ["run", "--model", "vae", *SMOKE, "--metrics", "bpd,intrinsic_dim",
+                                   "--iw-samples", "2", "--results-dir", str(results)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return results
+
+
+def suite_file(tmp: Path, body: str) -> str:
+    path = tmp / "suite.yaml"
+    path.write_text("name: bad\ndatasets: [synthetic]\npresets: [smoke]\n" + body)
+    return str(path)
+
+
+def raw_suite(tmp: Path, text: str) -> str:
+    path = tmp / "suite.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def truncated_idx(tmp: Path, run=None) -> str:
+    folder = tmp / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / (stem + ".gz")).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x05" * 3)[:20])
+    return str(tmp / "data")
+
+
+def truncated_cifar(tmp: Path, run=None) -> str:
+    folder = tmp / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"\x80\x04\x95truncated")
+    return str(tmp / "data")
+
+
+def swapped_checkpoint(tmp: Path, run: Path) -> str:
+    """The run's checkpoint replaced by one of another learner."""
+    from repbench.testing import tiny
+    from repbench.data import make_synthetic
+    tiny("pca", d=4).fit(make_synthetic().train_x).save(run / "checkpoint.pt")
+    return run.name
+
+
+def other_seed_checkpoint(tmp: Path, run: Path) -> str:
+    """The run's checkpoint replaced by the same learner's with another seed (same shapes)."""
+    from repbench.testing import tiny
+    from repbench.data import make_synthetic
+    tiny("vae", seed=5, epochs=1).fit(make_synthetic().train_x, progress=False).save(run / "checkpoint.pt")
+    return run.name
+
+
+def results_file(tmp: Path, run=None) -> str:
+    (tmp / "afile").write_text("not a folder")
+    return str(tmp / "afile")
+
+
+def corrupt_baseline(tmp: Path, run=None) -> str:
+    (tmp / "base.json").write_text("{not json")
+    return suite_file(tmp, "learners: [vae]\nbaseline: {file: base.json, tolerance: {bpd: 0.1}}\n")
+
+
+def bad_paper(tmp: Path, text: str) -> str:
+    (tmp / "paper.yaml").write_text(text)
+    return str(tmp / "paper.yaml")
+
+
+# (id, argv (with {results}, {tmp}, {run} filled in), exit code, words in the one line, setup(tmp, run) -> {x})
+CASES = [
+    # ---- run: names and options
+    ("unknown-learner", ["run", "--model", "lpvea"], 2, r"unknown learner 'lpvea'; did you mean 'lpvae'", None),
+    ("unknown-dataset", ["run", "--dataset", "nope"], 2, r"unknown dataset 'nope'", None),
+    ("negative-h", ["run", "--model", "lpvae", "--h", "-1"], 2, r"h must be an integer >= 0", None),
+    ("fpvae-h", ["run", "--model", "fpvae", "--h", "2"], 2, r"learner 'fpvae' takes no option 'h'", None),
+    ("vae-h1", ["run", "--model", "vae", "--h", "1"], 2, r"learner 'vae' takes no option 'h'", None),
+    ("typo-option", ["run", "-o", "widht=3"], 2, r"did you mean 'width'", None),
+    ("word-for-int", ["run", "-o", "width=wide"], 2, r"width' expects int, got 'wide'", None),
+    ("no-equals", ["run", "-o", "novalue"], 2, r"--option expects KEY=VALUE", None),
+    ("negative-epochs", ["run", "-o", "epochs=-1"], 2, r"epochs must be an integer >= 1, got -1", None),
+    ("zero-epochs", ["run", "--epochs", "0"], 2, r"epochs must be an integer >= 1", None),
+    ("batch-of-one", ["run", "-o", "batch_size=1"], 2, r"batch_size must be an integer >= 2", None),
+    ("no-training-images", ["run", "-o", "train_limit=0"], 2, r"train_limit must be an integer >= 2", None),
+    ("zero-width", ["run", "-o", "width=0"], 2, r"width must be an integer >= 2", None),
+    ("zero-z", ["run", "-o", "z_dim=0"], 2, r"z_dim must be an integer >= 1", None),
+    ("even-kernel", ["run", "--model", "fpvae", "-o", "full_kernel=4"], 2, r"full_kernel must be an odd", None),
+    ("negative-lr", ["run", "-o", "lr=-1"], 2, r"lr must be a number > 0, got -1", None),
+    ("nan-lr", ["run", "-o", "lr=nan"], 2, r"lr must be a number > 0, got nan", None),
+    ("fractional-epochs", ["run", "-o", "epochs=1.5"], 2, r"'epochs' expects int, got 1.5", None),
+    ("bool-epochs", ["run", "-o", "epochs=true"], 2, r"'epochs' expects int, got True", None),
+    ("negative-beta", ["run", "--model", "beta-vae", "-o", "beta=-1"], 2, r"beta must be a number >= 0", None),
+    ("pca-d0", ["run", "--model", "pca", "-o", "d=0"], 2, r"needs d >= 1", None),
+    ("negative-seed", ["run", "--seed", "-3"], 2, r"--seed must be an integer from 0", None),
+    ("unknown-preset", ["run", "--preset", "huge"], 2, r"Invalid value for '--preset'", None),
+    ("unknown-command", ["runn"], 2, r"No such command 'runn'", None),
+    ("unknown-flag", ["run", "--colour"], 2, r"No such option '--colour'", None),
+    # ---- run: battery settings, checked before any training
+    ("zero-probe-seeds", ["run", "--probe-seeds", "0"], 2, r"probe_seeds must be an integer >= 1", None),
+    ("empty-metrics", ["run", "--metrics", ","], 2, r"no metric chosen", None),
+    ("unknown-metric", ["run", "--metrics", "bpdd"], 2, r"unknown metric 'bpdd'", None),
+    ("zero-iw", ["run", "--iw-samples", "0"], 2, r"iw_samples must be an integer >= 1", None),
+    ("one-iw", ["run", "--iw-samples", "1"], 2, r"iw_samples must be an integer >= 2 for bpd_iw", None),
+    ("zero-probe-epochs", ["run", "--probe-epochs", "0"], 2, r"nonlinear_epochs must be an integer >= 1", None),
+    ("bad-linear-method", ["run", "--linear-method", "ridge"], 2, r"Invalid value for '--linear-method'", None),
+    ("negative-grid", ["run", "--grid", "-1"], 2, r"--grid must be >= 0", None),
+    # ---- run: devices, folders, data
+    ("unknown-device", ["run", "--device", "tpu"], 2, r"unknown device 'tpu'", None),
+    ("bad-cuda-index", ["run", "--device", "cuda:x"], 2, r"unknown device 'cuda:x'", None),
+    ("resume-nothing", ["run", *SMOKE, "--resume"], 2, r"no interrupted run", None),
+    ("results-is-a-file", ["run", *SMOKE, "--results-dir", "{x}"], 2, r"is a file, not a folder", results_file),
+    ("missing-mnist", ["run", "--dataset", "mnist", "--data-root", "{tmp}"], 2, r"dataset 'mnist' not found", None),
+    ("truncated-idx", ["run", "--dataset", "fashion-mnist", "--preset", "smoke", "--data-root", "{x}"], 2,
+     r"cannot read IDX file .*train-images", truncated_idx),
+    ("truncated-cifar", ["run", "--dataset", "cifar10", "--preset", "smoke", "--data-root", "{x}"], 2,
+     r"cannot read CIFAR-10", truncated_cifar),
+    # ---- eval
+    ("eval-neither", ["eval"], 2, r"give exactly one of --run RUN_ID and --checkpoint PATH", None),
+    ("eval-no-such-run", ["eval", "--run", "nosuchrun"], 2, r"no run 'nosuchrun'", None),
+    ("eval-missing-checkpoint", ["eval", "--checkpoint", "{tmp}/none.pt"], 2, r"does not exist", None),
+    ("eval-other-dataset", ["eval", "--run", "{run}", "--dataset", "mnist5k"], 2, r"was trained on synthetic", None),
+    ("eval-swapped-learner", ["eval", "--run", "{x}"], 2, r"holds learner 'pca', not 'vae'", swapped_checkpoint),
+    ("eval-other-seed", ["eval", "--run", "{x}"], 2, r"holds a vae with another seed", other_seed_checkpoint),
+    ("eval-unknown-metric", ["eval", "--run", "{run}", "--metrics", "nope"], 2, r"unknown metric 'nope'", None),
+    # ---- suite files
+    ("suite-missing", ["suite", "{tmp}/none.yaml"], 2, r"suite file .*none.yaml does not exist", None),
+    ("suite-unknown-key", ["suite", "{x}"], 2, r"unknown key 'colour' in the suite",
+     lambda t, r: suite_file(t, "learners: [vae]\ncolour: red\n")),
+    ("suite-nameless-learner", ["suite", "{x}"], 2, r"a learner entry needs a name",
+     lambda t, r: suite_file(t, "learners: [{options: {h: 1}}]\n")),
+    ("suite-text-seeds", ["suite", "{x}"], 2, r"'seeds' must be a list of integers",
+     lambda t, r: suite_file(t, "learners: [vae]\nseeds: [one]\n")),
+    ("suite-options-list", ["suite", "{x}"], 2, r"options of learner 'lpvae' must be a mapping",
+     lambda t, r: suite_file(t, "learners: [{name: lpvae, options: [h, 1]}]\n")),
+    ("suite-text-threshold", ["suite", "{x}"], 2, r"min of the threshold on bpd must be a number",
+     lambda t, r: suite_file(t, "learners: [vae]\nthresholds: [{metric: bpd, min: low}]\n")),
+    ("suite-unknown-threshold-metric", ["suite", "{x}"], 2, r"names metric 'accuracy', which the battery",
+     lambda t, r: suite_file(t, "learners: [vae]\nthresholds: [{metric: accuracy, min: 1}]\n")),
+    ("suite-unknown-tolerance-metric", ["suite", "{x}"], 2, r"baseline tolerance names metric 'bpdd'",
+     lambda t, r: suite_file(t, "learners: [vae]\nbaseline: {file: b.json, tolerance: {bpdd: 1}}\n")),
+    ("suite-negative-tolerance", ["suite", "{x}"], 2, r"tolerance of bpd must be >= 0",
+     lambda t, r: suite_file(t, "learners: [vae]\nbaseline: {file: b.json, tolerance: {bpd: -1}}\n")),
+    ("suite-unknown-learner", ["suite", "{x}"], 2, r"suite.yaml: learner 'vea': unknown learner 'vea'",
+     lambda t, r: suite_file(t, "learners: [vea]\n")),
+    ("suite-bad-option", ["suite", "{x}"], 2, r"suite.yaml: learner 'vae': width must be an integer >= 2",
+     lambda t, r: suite_file(t, "learners: [{name: vae, options: {width: 0}}]\n")),
+    ("suite-unknown-dataset", ["suite", "{x}"], 2, r"suite.yaml: unknown dataset 'digits'",
+     lambda t, r: raw_suite(t, "name: x\nlearners: [vae]\ndatasets: [digits]\n")),
+    ("suite-unknown-preset", ["suite", "{x}"], 2, r"suite.yaml: unknown preset 'huge'",
+     lambda t, r: raw_suite(t, "name: x\nlearners: [vae]\npresets: [huge]\n")),
+    ("suite-bad-battery", ["suite", "{x}"], 2, r"suite.yaml: battery: probe_seeds must be an integer >= 1",
+     lambda t, r: suite_file(t, "learners: [vae]\nbattery: {probe_seeds: 0}\n")),
+    ("suite-unknown-battery-metric", ["suite", "{x}"], 2, r"unknown metric 'bogus'",
+     lambda t, r: suite_file(t, "learners: [vae]\nmetrics: [bogus]\n")),
+    ("suite-bad-yaml", ["suite", "{x}"], 2, r"not valid YAML", lambda t, r: suite_file(t, "learners: [vae\n")),
+    ("suite-is-a-folder", ["suite", "{tmp}"], 2, r"is not a file", None),
+    ("suite-zero-jobs", ["suite", "benchmarks/smoke.yaml", "--jobs", "0"], 2, r"Invalid value for '--jobs'", None),
+    ("suite-unknown-device", ["suite", "benchmarks/smoke.yaml", "--device", "tpu"], 2, r"unknown device 'tpu'",
+     None),
+    # ---- report, check, ui
+    ("report-tag-no-equals", ["report", "--tag", "suite"], 2, r"--tag expects KEY=VALUE, got 'suite'", None),
+    ("report-tag-quote", ["report", "--tag", "suite=a'b"], 2, r"quotes are not allowed", None),
+    ("report-format", ["report", "--format", "docx"], 2, r"Invalid value for '--format'", None),
+    ("report-missing-suite", ["report", "--suite", "{tmp}/none.yaml"], 2, r"does not exist", None),
+    ("report-no-runs", ["report", "--suite", "{x}"], 2, r"no finished runs match",
+     lambda t, r: suite_file(t, "learners: [lpvae]\n")),
+    ("report-no-experiment", ["report", "--experiment", "nope"], 2, r"no MLflow experiment 'nope'", None),
+    ("report-unreachable", ["report", "--tracking-uri", "http://127.0.0.1:9"], 2,
+     r"no MLflow server answers at http://127.0.0.1:9", None),
+    ("report-paper-missing", ["report", "--paper", "{tmp}/none.yaml"], 2, r"cannot read paper numbers", None),
+    ("report-paper-not-a-list", ["report", "--paper", "{x}"], 2, r"expected a list of entries",
+     lambda t, r: bad_paper(t, "dataset: cifar10\n")),
+    ("report-paper-text-value", ["report", "--paper", "{x}"], 2, r"value that is not a number",
+     lambda t, r: bad_paper(t, "- {dataset: a, learner: b, metric: bpd, value: high, source: c}\n")),
+    ("check-missing-suite", ["check", "{tmp}/none.yaml"], 2, r"does not exist", None),
+    ("check-corrupt-baseline", ["check", "{x}"], 2, r"is corrupt or not a repbench baseline", corrupt_baseline),
+    ("check-write-no-baseline", ["check", "{x}", "--write-baseline"], 2, r"names no baseline file",
+     lambda t, r: suite_file(t, "learners: [vae]\n")),
+    ("ui-bad-port", ["ui", "--port", "0"], 2, r"Invalid value for '--port'", None),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(case, finished, tmp_path, monkeypatch):
+    name, argv, code, pattern, setup = case
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    run = next((results / "runs").iterdir())
+    extra = setup(tmp_path, run) if setup else ""
+    args = [a.format(results=results, tmp=tmp_path, run=run.name, x=extra) for a in argv]
+    if "--results-dir" not in args and args[0] in ("run", "eval", "suite", "report", "check", "ui"):
+        args += ["--results-dir", str(results)]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == code, (out.exit_code, out.output, out.exception)
+    assert "Traceback" not in out.output and (out.exception is None or isinstance(out.exception, SystemExit)), \
+        out.exception
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert_nothing_left_running(results)
+
+
+def assert_nothing_left_running(results: Path) -> None:
+    for state in results.glob("runs/*/run.json"):
+        assert json.loads(state.read_text())["status"] != "RUNNING", state
+    if (results / "mlflow.db").exists():
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_there_are_at_least_sixty_cases():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)

@@ -1,0 +1,130 @@
+"""Faults leave the run folder, run.json and the MLflow run agreeing: a full disk, a read-only folder, a lost or
+unreachable tracking server, two runs started at once."""
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from repbench.cli import cli
+from repbench.records import new_run_folder
+
+SMOKE = ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q", "--grid", "0",
+         "--metrics", "bpd", "--iw-samples", "2"]
+
+
+def mounted(tmp_path, name: str, options: str):
+    mnt = tmp_path / name
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    return mnt
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = mounted(tmp_path, "disk", "size=2m")
+    yield mnt
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # lazy: this process may hold the store open
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    mnt = mounted(tmp_path, "ro", "size=1m,ro")
+    yield mnt
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
+
+
+def one_line(out) -> str:
+    lines = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert len(lines) == 1 and "Traceback" not in out.output, out.output
+    return lines[0]
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_every_record_says_so(small_disk):
+    out = subprocess.run([sys.executable, "-m", "repbench.cli", *SMOKE, "-o", "hidden=400", "--results-dir",
+                          str(small_disk)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "No space left on device" in out.stderr
+    (folder,) = (small_disk / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert state["status"] == "FAILED" and "No space left" in state["error"]
+    assert not list(folder.glob("*.tmp"))  # no half-written checkpoint keeps the disk full
+    run = MlflowClient(f"sqlite:///{small_disk / 'mlflow.db'}").get_run(state["mlflow_run_id"])
+    assert run.info.status == "FAILED" and state["mlflow_sync"] == "done"
+
+
+def test_a_read_only_results_folder_is_one_line_before_any_work(read_only):
+    out = CliRunner().invoke(cli, SMOKE + ["--results-dir", str(read_only / "results")])
+    assert out.exit_code == 2 and "cannot create the results folder" in one_line(out)
+
+
+def test_two_runs_started_at_once_get_their_own_folders(tmp_path):
+    folders = []
+    threads = [threading.Thread(target=lambda: folders.append(new_run_folder(tmp_path, "same-prefix")))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(folders)) == 8 and all(f.is_dir() for f in folders)
+    assert sorted(folders) == sorted(tmp_path.glob("same-prefix-*"))
+
+
+def test_an_unreachable_server_costs_seconds_not_minutes(tmp_path):
+    start = time.perf_counter()
+    normal = CliRunner().invoke(cli, SMOKE + ["--results-dir", str(tmp_path / "a")])
+    normal_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match=r"no MLflow server answers at http://127.0.0.1:9") as caught:
+        lost = CliRunner().invoke(cli, SMOKE + ["--results-dir", str(tmp_path / "b"), "--tracking-uri",
+                                                "http://127.0.0.1:9"])
+    lost_s = time.perf_counter() - start
+    assert normal.exit_code == 0 and lost.exit_code == 0, lost.output
+    assert lost_s < normal_s + 30, (normal_s, lost_s)
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1  # one warning, then quiet
+    assert "warning: MLflow tracking failed" in lost.stdout
+    (folder,) = (tmp_path / "b" / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert state["status"] == "FINISHED" and state["mlflow_run_id"] is None
+    assert json.loads((folder / "metrics.json").read_text())["metrics"]["bpd"] > 0
+
+
+@pytest.mark.slow
+def test_a_server_lost_mid_run_is_brought_in_line_when_it_returns(tmp_path):
+    from test_tracking import free_port, start_server
+    port = free_port()
+    server = start_server(tmp_path, port)
+    uri = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "repbench.cli", *SMOKE, "--epochs", "6", "-o", "train_limit=600",
+            "--results-dir", str(tmp_path / "results"), "--tracking-uri", uri]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("results/runs/*/checkpoint.pt")) and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    (folder,) = (tmp_path / "results" / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert state["status"] == "FINISHED" and state["mlflow_sync"] == "pending" and "warning: MLflow" in err
+    server = start_server(tmp_path, port)  # the same store comes back
+    try:
+        assert MlflowClient(uri).get_run(state["mlflow_run_id"]).info.status == "RUNNING"
+        again = CliRunner().invoke(cli, SMOKE + ["--results-dir", str(tmp_path / "results"), "--tracking-uri", uri,
+                                                 "--seed", "1"])
+        assert again.exit_code == 0, again.output
+        assert MlflowClient(uri).get_run(state["mlflow_run_id"]).info.status == "FINISHED"
+        assert json.loads((folder / "run.json").read_text())["mlflow_sync"] == "done"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
