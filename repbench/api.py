@@ -47,16 +47,25 @@ class ImageGenerator(Protocol):
 
 @runtime_checkable
 class LabelUser(Protocol):
-    """A semi-supervised learner: `fit` also takes `train_y` (int labels) and `labelled` (indices whose labels it
-    may use); unsupervised learners never receive labels."""
+    """A semi-supervised learner: `label_budget` says how many labelled images it asks for; `fit` also takes
+    `train_y` (int labels) and `labelled` (indices of the images whose labels it may use: a class-balanced
+    subset chosen by the run's seed). Unsupervised learners never receive labels."""
+    label_budget: int
+
     def fit(self, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, train_y=None, labelled=None,
             **fit_options) -> "Learner": ...
 
 
+@runtime_checkable
+class Classifier(Protocol):
+    """Predicts labels itself: `predict_proba(x) -> [N, classes]` class probabilities of uint8 images."""
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 ABILITIES: dict[str, type] = {"posterior": Posterior, "likelihood": Likelihood, "generator": ImageGenerator,
-                              "labels": LabelUser}
+                              "labels": LabelUser, "classifier": Classifier}
 _METHODS = {"posterior": ("posterior",), "likelihood": ("posterior", "elbo_terms"),
-            "generator": ("sample", "reconstruct"), "labels": ("fit",)}
+            "generator": ("sample", "reconstruct"), "labels": ("fit",), "classifier": ("predict_proba",)}
 
 
 def has_ability(learner, ability: str) -> bool:
@@ -74,6 +83,8 @@ def ability_problems(cls) -> list[str]:
             problems.append(f"declares '{ability}' but has no {', '.join(missing)}")
     if "labels" in cls.abilities and not {"train_y", "labelled"} <= set(inspect.signature(cls.fit).parameters):
         problems.append("declares 'labels' but its fit takes no train_y / labelled")
+    if "labels" in cls.abilities and not hasattr(cls, "label_budget"):
+        problems.append("declares 'labels' but has no label_budget")
     if "posterior" in cls.abilities and not {"sample", "embedding"} <= set(cls.kinds):
         problems.append("declares 'posterior' but its kinds lack 'sample' / 'embedding'")
     return problems

@@ -90,6 +90,26 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8)), torch.from_numpy(np.asarray(y, np.int64))
 
 
+def labelled_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of n training images, class-balanced (n // classes of each; the remainder to classes in a seeded
+    order), chosen by `seed` alone: the same subset for every learner and metric with that seed."""
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not len(classes) <= n <= len(y):
+        raise RepbenchError(f"a labelled subset needs between {len(classes)} (one per class) and {len(y)} images, "
+                            f"got {n!r}")
+    rng = np.random.default_rng(seed)
+    per_class = np.full(len(classes), n // len(classes))
+    per_class[rng.permutation(len(classes))[: n % len(classes)]] += 1
+    chosen = []
+    for c, k in zip(classes, per_class):
+        pool = np.flatnonzero(y == c)
+        if len(pool) < k:
+            raise RepbenchError(f"class {c} has {len(pool)} training images; a subset of {n} needs {k} of each")
+        chosen.append(rng.choice(pool, size=k, replace=False))
+    return torch.from_numpy(np.sort(np.concatenate(chosen))).long()
+
+
 # ----------------------------------------------------------------------------------------------- formats
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not."""

@@ -62,6 +62,17 @@ class Recorder:
     def write_state(self) -> None:
         write_json(self.folder / "run.json", self.state)
 
+    def note_labelled(self, indices, seed: int) -> None:
+        """Record which training images' labels a semi-supervised run used (count, seed, hash; the list beside)."""
+        import hashlib
+        import json
+        listed = [int(i) for i in indices]
+        self.state["labelled"] = {"n": len(listed), "seed": seed, "file": "labelled.json",
+                                  "sha256": hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]}
+        write_json(self.folder / "labelled.json", listed)
+        self.write_state()
+        self.tracker.set_tags({"labelled_n": len(listed), "labelled_sha256": self.state["labelled"]["sha256"]})
+
     def log_epoch(self, record: dict) -> None:
         self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 

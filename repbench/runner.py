@@ -14,7 +14,7 @@ import torch
 from . import plots
 from .api import create_learner, has_ability, learner_from_params
 from .battery import BatteryConfig, run_battery
-from .data import DATASETS, ImageData, load_dataset
+from .data import DATASETS, ImageData, labelled_subset, load_dataset
 from .measured import merge_record, missing_metrics, units_of
 from .records import (check_results_dir, find_finished, find_resumable, find_run, new_run_folder, read_json,
                       run_name, run_prefix)
@@ -92,7 +92,8 @@ def run(spec: RunSpec) -> dict:
     with rec.guard():
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
         learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=spec.resume,
-                    progress=spec.progress, on_epoch=rec.log_epoch, **({"augment": augment} if augment else {}))
+                    progress=spec.progress, on_epoch=rec.log_epoch, **({"augment": augment} if augment else {}),
+                    **labels_for(learner, data, rec))
         if not (rec.folder / "checkpoint.pt").exists():  # a learner that writes no checkpoint of its own
             learner.save(rec.folder / "checkpoint.pt")
         measured, artifacts = measure(learner, data, rec.folder, spec.battery, spec, run_name(learner, spec.dataset))
@@ -100,6 +101,16 @@ def run(spec: RunSpec) -> dict:
         rec.save_record(record, artifacts)
     rec.finish("FINISHED")
     return rec.result(record, "FINISHED")
+
+
+def labels_for(learner, data: ImageData, rec: Recorder) -> dict:
+    """The labels a semi-supervised learner may use: a class-balanced subset of `label_budget` training images
+    chosen by the run's seed; the run records which. Other learners get none."""
+    if not has_ability(learner, "labels"):
+        return {}
+    idx = labelled_subset(data.train_y, learner.label_budget, learner.seed)
+    rec.note_labelled(idx, learner.seed)
+    return {"train_y": data.train_y, "labelled": idx}
 
 
 def load_data(spec: RunSpec, learner) -> ImageData:

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .api import REPRESENTATION_KINDS, Learner, ability_problems, create_learner, has_ability
-from .data import ImageData, make_synthetic
+from .data import ImageData, labelled_subset, make_synthetic
 from .registry import RepbenchError
 
 CHECKS: dict[str, Callable] = {}
@@ -44,7 +44,8 @@ class Subject:
     def fit(self, seed: int = 0) -> Learner:
         learner = self.factory(image_shape=self.data.image_shape, seed=seed)
         assert isinstance(learner, Learner), f"factory built {type(learner).__name__}, not a repbench.Learner"
-        kw = {"train_y": self.data.train_y, "labelled": torch.arange(0, len(self.data.train_y), 4)} \
+        kw = {"train_y": self.data.train_y,
+              "labelled": labelled_subset(self.data.train_y, learner.label_budget, seed)} \
             if has_ability(learner, "labels") else {}
         out = learner.fit(self.data.train_x, self.data.test_x, progress=False, **kw)
         assert out is learner, "fit must return self (the scikit-learn contract)"
@@ -112,6 +113,10 @@ def check_abilities_behave(s: Subject) -> None:
         assert all(t.shape == (len(x),) and torch.isfinite(t).all() for t in terms.values()), \
             "elbo_terms values are finite, one per image"
         assert (terms["kl_nats"] >= -1e-4).all(), "a KL divergence is never negative"
+    if has_ability(learner, "classifier"):
+        p = learner.predict_proba(x)
+        assert p.shape[0] == len(x) and torch.allclose(p.sum(1).double(), torch.ones(len(x), dtype=torch.float64),
+                                                       atol=1e-4), "predict_proba rows are probabilities"
     if has_ability(learner, "generator"):
         g = torch.Generator(device=learner.device).manual_seed(0)
         for name, imgs in (("sample", learner.sample(3, g)), ("reconstruct", learner.reconstruct(x[:3], g))):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .api import Learner
+from .api import Learner, has_ability
 from .config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
 from .registry import RepbenchError
 from .train import load_checkpoint, save_checkpoint, train
@@ -26,6 +26,9 @@ class TorchLearner(Learner):
     config_class: ClassVar[type]
     presets: ClassVar[dict[str, Any]]
     fixed_options: ClassVar[dict[str, Any]] = {}
+    # The loss is a negative log-likelihood in nats per image, reported in bits/dim; a learner whose objective is
+    # something else (contrastive, adversarial) sets this False and its curves show the objective as it is.
+    loss_is_nll: ClassVar[bool] = True
 
     def __init__(self, preset: str = "quick", image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0,
                  device: str | torch.device = "cpu", **options):
@@ -121,15 +124,26 @@ class TorchLearner(Learner):
                 return self.loss(module, x_uint8)
         return loss
 
+    def training_data(self, train_x: torch.Tensor, train_y=None, labelled=None):
+        """What the training loop iterates over: the images; a learner with the 'labels' ability returns a tuple
+        of aligned tensors (images first) that its `loss` receives batch by batch."""
+        return train_x
+
     def fit(self, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, checkpoint: str | Path | None = None,
-            resume: bool = False, on_epoch=None, progress: bool = True, augment=None) -> "TorchLearner":
-        """Train on uint8 images; `augment(batch, generator)` transforms training batches only."""
+            resume: bool = False, on_epoch=None, progress: bool = True, augment=None, train_y=None,
+            labelled=None) -> "TorchLearner":
+        """Train on uint8 images; `augment(batch, generator)` transforms training batches only. `train_y` and
+        `labelled` (indices of the images whose labels may be used) reach only learners with the 'labels'
+        ability, through `training_data`."""
         train_x = self.check_images(train_x)
         test_x = None if test_x is None else self.check_images(test_x)
-        self.history = train(self.module, self.training_loss(), train_x.to(self.device), cfg=self.train_config,
+        data = self.training_data(train_x, train_y, labelled) if has_ability(self, "labels") else train_x
+        data = tuple(t.to(self.device) for t in data) if isinstance(data, tuple) else data.to(self.device)
+        self.history = train(self.module, self.training_loss(), data, cfg=self.train_config,
                              seed=self.seed, checkpoint=Path(checkpoint) if checkpoint else None, resume=resume,
                              test_x=None if test_x is None else test_x.to(self.device), meta=self._meta(),
-                             on_epoch=on_epoch, progress=progress, nats_per_unit=self.num_dims * math.log(2),
+                             on_epoch=on_epoch, progress=progress,
+                             nats_per_unit=self.num_dims * math.log(2) if self.loss_is_nll else 1.0,
                              augment=augment, curves=self.curve_metrics)
         self.module.eval()
         self.fitted = True

@@ -19,7 +19,10 @@ from .registry import RepbenchError
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
-LossFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (module, uint8 batch) -> mean nats per image
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]  # (module, uint8 batch) -> mean nats per image
+# Training data is a uint8 image tensor, or a tuple of tensors aligned with the images (images first), e.g.
+# (images, labels, labelled mask) for a semi-supervised learner; batches keep the same structure.
+TrainData = "torch.Tensor | tuple[torch.Tensor, ...]"
 CurveFn = Callable[[torch.nn.Module, torch.Tensor], dict]  # (module, uint8 batch) -> {name: batch mean}
 
 
@@ -138,8 +141,9 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     `loss_fn` returns the mean loss in nats per image; the history reports it divided by `nats_per_unit`
     (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device.
     `augment` transforms training batches only, with a generator seeded by (seed, epoch) so resumes repeat it.
-    `curves` adds values of the test images to the history every `cfg.curve_every` epochs and at the last."""
-    device = train_x.device
+    `curves` adds values of the test images to the history every `cfg.curve_every` epochs and at the last.
+    `train_x` may be a tuple of aligned tensors, images first (see TrainData)."""
+    device = images_of(train_x).device
     opt = make_optimizer(module, cfg.lr, device)
     history, start = restore(module, opt, checkpoint, device) if resume and checkpoint is not None and \
         checkpoint.exists() else ([], 0)
@@ -182,8 +186,8 @@ def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Loss
     """One pass over the training images in the (seed, epoch) order; the mean loss per image in nats divided by
     `nats_per_unit`."""
     module.train()
-    device = train_x.device
-    order = batch_order(len(train_x), seed, epoch).to(device)
+    images = images_of(train_x)
+    order = batch_order(len(images), seed, epoch).to(images.device)
     bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                leave=False, unit="batch", dynamic_ncols=True)
     total, seen = 0.0, 0
@@ -192,7 +196,7 @@ def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Loss
         idx = order[i:i + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a batch of one
             continue
-        batch = train_x[idx] if augment is None else augment(train_x[idx], aug_gen)
+        batch = take(train_x, idx, augment, aug_gen)
         loss = loss_fn(module, batch)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(_nan_message(loss, epoch, step, checkpoint, start_epoch=epoch - 1))
@@ -204,9 +208,20 @@ def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Loss
         if step % 10 == 0:
             bar.set_postfix(loss=f"{total / seen / nats_per_unit:.4f}")
     if seen == 0:
-        raise RepbenchError(f"no training batch of two or more images: {len(train_x)} training images, "
+        raise RepbenchError(f"no training batch of two or more images: {len(images)} training images, "
                             f"batch size {cfg.batch_size}")
     return total / seen / nats_per_unit
+
+
+def images_of(data) -> torch.Tensor:
+    return data[0] if isinstance(data, tuple) else data
+
+
+def take(data, idx: torch.Tensor, augment: Augment | None, generator: torch.Generator):
+    """The batch `idx` of the training data, its images augmented; the same structure as `data`."""
+    images = images_of(data)[idx]
+    images = images if augment is None else augment(images, generator)
+    return (images,) + tuple(t[idx] for t in data[1:]) if isinstance(data, tuple) else images
 
 
 def save_state(checkpoint: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ..registry import Registry, RepbenchError
 
 DIRECTIONS = ("higher", "lower", "neither")
-NEEDS = ("representations", "posterior", "likelihood", "labels")
+NEEDS = ("representations", "posterior", "likelihood", "labels", "classifier")
 ARROWS = {"higher": "↑", "lower": "↓", "neither": ""}
 
 
@@ -125,9 +125,10 @@ from .likelihood import (bits_per_dim, importance_weighted_bits_per_dim, nats_to
 from .information import cond_entropy, gaussian_kl, kl_to_standard_normal, mutual_info  # noqa: E402
 from .dimension import intrinsic_dim, pca_spectrum  # noqa: E402
 from .probes import LINEAR_METHODS, REP_TYPES, linear_probe, nonlinear_probe  # noqa: E402
+from .classifier import classifier_accuracy  # noqa: E402
 
 __all__ = ["METRICS", "Metric", "Values", "register_metric", "register_curve", "metric_info", "battery_metrics",
            "default_metrics", "summary_metrics", "entry_of", "bits_per_dim", "nats_to_bits_per_dim", "mutual_info",
            "cond_entropy", "gaussian_kl", "kl_to_standard_normal", "importance_weighted_bits_per_dim",
            "sampled_elbo_bits_per_dim", "intrinsic_dim", "pca_spectrum", "linear_probe", "nonlinear_probe",
-           "LINEAR_METHODS", "REP_TYPES"]
+           "LINEAR_METHODS", "REP_TYPES", "classifier_accuracy"]

@@ -57,6 +57,7 @@ def _bpd_iw(inputs, cfg, generator):
 
 
 register_curve("train_loss", unit="bits/dim", direction="lower",
-               description="training loss (the negative ELBO for the VAE family), epoch average, in bits/dim")
+               description="training loss, epoch average: bits/dim for likelihood learners (the negative ELBO of "
+                           "the VAE family), the objective's own value for others (contrastive, adversarial)")
 register_curve("test_loss", unit="bits/dim", direction="lower",
-               description="test loss after each epoch, in bits/dim")
+               description="test loss after each epoch (units as train_loss)")

@@ -22,7 +22,7 @@ class KnownCode(repbench.Learner):
     """One-hot label code with a Gaussian posterior and a uniform likelihood (known answers)."""
     name = "known-code"
     kinds = ("mean", "sample", "embedding")
-    abilities = ("posterior", "likelihood")
+    abilities = ("posterior", "likelihood", "classifier")
     option_defaults = {"scale": 3.0, "std": 0.01, "classes": 10}
 
     def fit(self, train_x, test_x=None, **fit_options):
@@ -37,6 +37,11 @@ class KnownCode(repbench.Learner):
         labels = (x[:, 0, 0, 0].long() // 20).clamp(max=self._opt("classes") - 1)
         mean = torch.nn.functional.one_hot(labels, self._opt("classes")).double() * self._opt("scale")
         return mean, torch.full_like(mean, self._opt("std"))
+
+    def predict_proba(self, x):
+        """The label read off the first pixel, with certainty."""
+        mean, _ = self.posterior(x)
+        return (mean > 0).double() if self._opt("scale") > 0 else torch.full_like(mean, 1 / mean.shape[1])
 
     def elbo_terms(self, x, z=None):
         mean, std = self.posterior(x)

@@ -18,6 +18,7 @@ KNOWN = {
     "intrinsic_dim": ({}, {"intrinsic_dim": 9}),                        # ten balanced one-hot codes span 9 dims
     "linear_probe": ({}, {"linear_probe": 100.0, "linear_probe_std": 0.0}),
     "nonlinear_probe": ({}, {"nonlinear_probe": 100.0}),
+    "classifier_accuracy": ({}, {"classifier_accuracy": 100.0}),
     "rep_types": ({}, {f"{p}.{t}": 100.0 for p in ("linear_probe", "nonlinear_probe")
                        for t in ("sample_k1", "sample_k100", "embedding")}),
 }
