@@ -34,6 +34,7 @@ class BatteryConfig:
     linear_method: str = "linearsvc"
     nonlinear_epochs: int = bounded(20, min=1)
     eval_batch_size: int = bounded(500, min=1)  # images per batch of the likelihood pass (changes no value)
+    label_counts: tuple[int, ...] = (100, 600, 1000, 3000)  # labelled training images of `label_efficiency`
 
     def __post_init__(self):
         known = battery_metrics()
@@ -45,6 +46,9 @@ class BatteryConfig:
         if not self.metrics:
             raise RepbenchError(f"no metric chosen; available: {', '.join(known)}")
         check_fields(self)
+        if not self.label_counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 10
+                                        for n in self.label_counts):
+            raise RepbenchError(f"label_counts must be integers >= 10, got {self.label_counts!r}")
         if "bpd_iw" in self.metrics and self.iw_samples < 2:
             raise RepbenchError(f"iw_samples must be an integer >= 2 for bpd_iw, got {self.iw_samples}")
         if self.linear_method not in LINEAR_METHODS:

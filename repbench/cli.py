@@ -90,16 +90,25 @@ def battery_options(fn):
                      help="linearsvc: standardized LinearSVC; svc: SVC(kernel='linear') as in the paper's code; "
                           "torch: LinearSVC's objective by L-BFGS (fast on many dimensions)."),
         click.option("--probe-epochs", type=int, default=None, help="Epochs of the MLP probe [20; smoke: 3]."),
+        click.option("--label-counts", default=None, metavar="N,N,...",
+                     help="Labelled training images for label_efficiency [100,600,1000,3000]."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs) -> dict:
+def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts=None) -> dict:
     """The battery options the user set; the rest come from the preset's battery."""
+    counts = None
+    if label_counts is not None:
+        try:
+            counts = tuple(int(n) for n in label_counts.split(",") if n.strip())
+        except ValueError:
+            raise RepbenchError(f"--label-counts expects integers like 100,1000, got '{label_counts}'") from None
     given = {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), "probe_seeds": probe_seeds,
-             "iw_samples": iw_samples, "linear_method": linear_method, "nonlinear_epochs": probe_epochs}
+             "iw_samples": iw_samples, "linear_method": linear_method, "nonlinear_epochs": probe_epochs,
+             "label_counts": counts}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -152,7 +161,8 @@ def cli():
 @battery_options
 @friendly(RESUME_ADVICE["run"])
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
-        download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs):
+        download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
+        label_counts):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .battery import battery_for
     from .runner import RunSpec, run as run_one
@@ -162,7 +172,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
                    battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
-                                                                 probe_epochs)))
+                                                                 probe_epochs, label_counts)))
     print_result(run_one(spec))
 
 
@@ -174,13 +184,14 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 @battery_options
 @friendly()
 def eval_cmd(run_ref, checkpoint, dataset, device, tracking_uri, results_dir, data_root, quiet, metrics, probe_seeds,
-             iw_samples, linear_method, probe_epochs):
+             iw_samples, linear_method, probe_epochs, label_counts):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache)."""
     from .runner import evaluate_saved
     if bool(run_ref) == bool(checkpoint):
         raise RepbenchError("give exactly one of --run RUN_ID and --checkpoint PATH")
     record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
-                            battery=battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs),
+                            battery=battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
+                                                      label_counts),
                             device=device, tracking_uri=tracking_uri, data_root=data_root, progress=not quiet)
     print_result(record)
 
@@ -266,31 +277,35 @@ def _fmt(metrics: dict, key: str) -> str:
 
 @cli.command()
 @click.option("--suite", "suite_file", type=click.Path(path_type=Path), default=None,
-              help="Report the newest finished run of each cell of this suite.")
+              help="Report the newest finished run of each cell of this suite (and its compare pairs).")
 @click.option("--experiment", default="repbench", show_default=True, help="Without --suite: MLflow experiment.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Without --suite: MLflow tag filters.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
-              show_default=True)
+              show_default=True, help="latex: table floats with captions (needs booktabs and graphicx).")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Also draw all learners' PCA spectra.")
+@click.option("--figures", "figures_dir", type=click.Path(path_type=Path), default=None,
+              help="Draw every figure into this folder: spectra, probe vs mutual information, training curves.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the tables to this file too.")
-@click.option("--paper", "paper_file", type=click.Path(path_type=Path), default=None,
-              help="YAML of published numbers to show beside ours (e.g. benchmarks/reference/paper_numbers.yaml).")
+@click.option("--paper", "paper_file", is_flag=False, flag_value="default", default=None, metavar="[FILE]",
+              help="Show published numbers beside ours (default file: benchmarks/reference/paper_numbers.yaml).")
 @shared("tracking_uri", "results_dir")
 @friendly()
-def report(suite_file, experiment, tags, fmt, figure, out, paper_file, tracking_uri, results_dir):
-    """The paper's tables from finished runs (mean ± std over seeds)."""
+def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_file, tracking_uri, results_dir):
+    """The paper's tables from finished runs (mean ± std over seeds, differences with confidence intervals)."""
     from .report import build_report, load_paper_numbers, records_from_mlflow, records_from_suite
     from .suite import load_suite
     from .tracking import default_tracking_uri
+    compare = ()
     if suite_file:
         spec = load_suite(suite_file)
-        records, title = records_from_suite(spec, results_dir), spec.name
+        records, title, compare = records_from_suite(spec, results_dir), spec.name, spec.compare
     else:
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
-        records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter)
+        records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,
+                                      history=figures_dir is not None)
         title = experiment
-    paper = load_paper_numbers(paper_file) if paper_file else None
-    text = build_report(records, fmt, figure, title, paper)
+    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
+    text = build_report(records, fmt, figure, title, paper, compare, figures_dir)
     click.echo(text)
     if out:
         try:

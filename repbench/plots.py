@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -63,5 +64,41 @@ def image_grid(rows: list[tuple[str, torch.Tensor]], path: Path, n: int, title: 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scatter_plot(points: dict[str, list[tuple[float, float]]], path: Path, xlabel: str, ylabel: str) -> Path:
+    """One marker per run, one colour per group."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, xy in points.items():
+        xs, ys = zip(*xy)
+        ax.scatter(xs, ys, label=f"{label} ({len(xy)} seed{'s' if len(xy) > 1 else ''})", s=28, alpha=0.85)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title="probe accuracy against latent information")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_plot(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
+    """Test bpd and mutual information per epoch: the mean over seeds, and their range as a band."""
+    panels = [("test_loss", "test bpd (bits/dim)"), ("test_mutual_info", "mutual information (nats)")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, (name, label) in zip(axes, panels):
+        for learner, per in curves.items():
+            if name not in per:
+                continue
+            values, epochs = per[name], per["epochs"]
+            line, = ax.plot(epochs, values.mean(0), label=learner, lw=1.5, marker="o", ms=3)
+            if len(values) > 1:
+                ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

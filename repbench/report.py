@@ -1,28 +1,58 @@
-"""Runs -> pandas -> the paper's tables (markdown, LaTeX or CSV) with mean +- std over seeds, and a figure.
+"""Runs -> pandas -> the paper's tables with mean ± std over training seeds, differences with confidence
+intervals, the published numbers beside ours, and figures.
 
-Table 1: probe accuracy by representation type (rows) and learner (columns).
 Table 2: bpd, mutual information, intrinsic dimension, nonlinear and linear probe (columns) by learner (rows).
-Runs come from a suite's run folders (the newest finished run of each cell) or from MLflow (by experiment/tags).
+Table 1: probe accuracy by representation type. Label efficiency: probes on n labels. Table 6: semi-supervised
+classifier accuracy. Runs come from a suite's run folders (the newest finished run of each cell) or from MLflow.
+Rendering (markdown, CSV, LaTeX, HTML) lives in render.py and leaderboard.py; this file computes what to show.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from .metrics import ARROWS, metric_info, summary_metrics
 from .metrics.probes import REP_TYPE_LABELS
 from .registry import RepbenchError
 
-FORMATS = ("markdown", "latex", "csv")
-
-
 NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
+CELL = ["learner", "dataset", "preset", "seed"]
+DEFAULT_PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "paper_numbers.yaml"
 
 
+@dataclass
+class Stat:
+    """One table cell: its text, and its mean (None unless numbers) for bolding the best and sorting."""
+    text: str
+    mean: float | None = None
+    std: float | None = None
+    digits: int = 1
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    columns: list[str]                       # headers; the first `labels` are row labels
+    rows: list[list]                         # str for labels, Stat for values
+    labels: int = 1
+    directions: dict[str, str] = field(default_factory=dict)   # column -> higher / lower / neither
+    note: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    sections: list[Section]
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ records
 def table_values(metrics: dict, not_applicable=()) -> dict:
     """A record's values for a table: None (does not apply) becomes "n/a", NaN or an infinity "non-finite";
     a value never measured stays absent and shows as "—"."""
@@ -42,11 +72,13 @@ def records_from_suite(suite, results_dir: Path) -> list[dict]:
     rows = []
     for cell, rec in latest_results(suite, results_dir):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
-                     **table_values(rec.get("metrics", {})), "_spectrum": rec.get("spectrum") or []})
+                     **table_values(rec.get("metrics", {})), "_spectrum": rec.get("spectrum") or [],
+                     "_history": rec.get("history") or [], "_record": rec})
     return rows
 
 
-def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]) -> list[dict]:
+def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str], history: bool = False
+                        ) -> list[dict]:
     """Finished runs of an experiment matching the tags; the newest run of each cell. A client of its own, so the
     process-wide MLflow URI (and the MLFLOW_TRACKING_URI it would set) is left alone."""
     from .tracking import connect, unreachable
@@ -63,87 +95,177 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
             raise RepbenchError(f"no MLflow experiment '{experiment}' at {tracking_uri}")
         filters = " and ".join(["attributes.status = 'FINISHED'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
         runs = client.search_runs([exp.experiment_id], filter_string=filters, max_results=50000)
+        rows = [_mlflow_row(client, r, history) for r in runs if {"display_name", "dataset", "preset", "seed"}
+                <= set(r.data.tags)]
     except RepbenchError:
         raise
     except Exception as exc:  # a store that fails mid-way: one line, not MLflow's traceback
         raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
                             f"{(str(exc).splitlines() or [''])[0][:200]}") from None
-    rows = []
-    for r in runs:
-        t = r.data.tags
-        if not {"display_name", "dataset", "preset", "seed"} <= set(t):
-            continue  # not a repbench run
-        spectrum = _read_json(Path(t.get("run_folder", "/nonexistent")) / "metrics.json").get("spectrum") or []
-        not_applicable = [n for n in t.get("not_applicable", "").split(",") if n]
-        rows.append({"learner": t["display_name"], "dataset": t["dataset"], "preset": t["preset"],
-                     "seed": int(t["seed"]), "_spectrum": spectrum, "_start": r.info.start_time,
-                     **table_values({**r.data.metrics, **{n: None for n in not_applicable}})})
     if rows:  # several runs of one cell: keep the newest
-        rows = (pd.DataFrame(rows).sort_values("_start").groupby(["learner", "dataset", "preset", "seed"])
-                .tail(1).drop(columns="_start").to_dict("records"))
+        rows = (pd.DataFrame(rows).sort_values("_start").groupby(CELL).tail(1).drop(columns="_start")
+                .to_dict("records"))
     return rows
 
 
-def _read_json(path: Path) -> dict:
+def _mlflow_row(client, r, history: bool) -> dict:
     from .records import read_json
-    return read_json(path)
+    t = r.data.tags
+    record = read_json(Path(t.get("run_folder", "/nonexistent")) / "metrics.json")
+    steps = record.get("history") or []
+    if history and not steps:  # no run folder on this machine: the curves from the server
+        by_epoch: dict[int, dict] = {}
+        for name in ("test_loss", "test_mutual_info", "train_loss"):
+            for m in client.get_metric_history(r.info.run_id, name):
+                by_epoch.setdefault(m.step, {"epoch": m.step})[name] = m.value
+        steps = [by_epoch[k] for k in sorted(by_epoch) if k > 0]
+    not_applicable = [n for n in t.get("not_applicable", "").split(",") if n]
+    return {"learner": t["display_name"], "dataset": t["dataset"], "preset": t["preset"], "seed": int(t["seed"]),
+            "_spectrum": record.get("spectrum") or [], "_history": steps, "_start": r.info.start_time,
+            "_record": {**record, "mlflow_run_id": r.info.run_id, "tags": dict(t), "params": dict(r.data.params)},
+            **table_values({**r.data.metrics, **{n: None for n in not_applicable}})}
 
 
-def _cell(values: pd.Series, digits: int) -> str:
+# ------------------------------------------------------------------------------------------ cells
+def stat(values, digits: int) -> Stat:
     """mean ± std over the seeds that measured a value; no ± for one seed; the markers otherwise."""
     present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
     if not present:
-        return NOT_MEASURED
+        return Stat(NOT_MEASURED)
     if UNTRUSTED in present:
-        return UNTRUSTED
+        return Stat(UNTRUSTED)
     numbers = np.array([v for v in present if not isinstance(v, str)], dtype=float)
     if not len(numbers):
-        return NOT_APPLICABLE
-    return f"{numbers.mean():.{digits}f}" + (f" ± {numbers.std():.{digits}f}" if len(numbers) > 1 else "")
+        return Stat(NOT_APPLICABLE)
+    mean = float(numbers.mean())
+    std = float(numbers.std()) if len(numbers) > 1 else None
+    return Stat(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""), mean, std, digits)
 
 
-def _header(metric: str) -> str:
+def header(metric: str) -> str:
     unit, direction, _ = metric_info(metric)
     arrow = ARROWS.get(direction, "")
     return f"{metric} ({unit}{', ' + arrow if arrow else ''})"
 
 
-def _digits(metric: str) -> int:
-    return metric_info(metric)[2]
+def _column(g: pd.DataFrame, metric: str) -> Stat:
+    return stat(g[metric], metric_info(metric)[2]) if metric in g else Stat(NOT_MEASURED)
 
 
-def table2(df: pd.DataFrame) -> pd.DataFrame:
-    out = {}
+# ------------------------------------------------------------------------------------------ sections
+def table2(df: pd.DataFrame) -> Section:
+    metrics = summary_metrics()
+    rows = [[learner, dataset, preset, str(len(g))] + [_column(g, m) for m in metrics]
+            for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False)]
+    return Section("table2", "Table 2: likelihood, latent information, intrinsic dimension and probes",
+                   ["learner", "dataset", "preset", "seeds"] + [header(m) for m in metrics], rows, labels=4,
+                   directions={header(m): metric_info(m)[1] for m in metrics})
+
+
+def table1(df: pd.DataFrame, probe: str) -> Section:
+    learners = list(dict.fromkeys(df["learner"]))
+    rows = []
+    for key, label in REP_TYPE_LABELS.items():
+        col = probe if key == "mean" else f"{probe}.{key}"
+        rows.append([label] + [_column(df[df["learner"] == lr], col) for lr in learners])
+    return Section(f"table1.{probe}", f"Table 1: {probe.replace('_', ' ')} accuracy (%) by representation type",
+                   [f"{probe} (%) by representation"] + learners, rows,
+                   directions={lr: "neither" for lr in learners})
+
+
+def label_table(df: pd.DataFrame) -> Section | None:
+    cols = sorted({c for c in df.columns if ".labels_" in c and not c.endswith("_std")},
+                  key=lambda c: (c.split(".")[0] != "linear_probe", int(c.rsplit("_", 1)[1])))
+    if not cols:
+        return None
+    rows = [[learner, str(len(g))] + [_column(g, c) for c in cols]
+            for learner, g in df.groupby("learner", sort=False)]
+    heads = [c.replace("_probe.labels_", " @ ") for c in cols]
+    return Section("labels", "Label efficiency: probe accuracy (%) with n labelled training images",
+                   ["learner", "seeds"] + heads, rows, labels=2, directions={h: "higher" for h in heads},
+                   note="class-balanced labelled subsets chosen by probe seed, the same for every learner")
+
+
+def classifier_table(df: pd.DataFrame, paper: list[dict] | None) -> Section | None:
+    if "classifier_accuracy" not in df or not any(isinstance(v, float) and not math.isnan(v)
+                                                  for v in df["classifier_accuracy"]):
+        return None
+    rows = []
     for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
-        out[(learner, dataset, preset, len(g))] = {_header(m): _cell(g[m], _digits(m)) if m in g else NOT_MEASURED
-                                                   for m in summary_metrics()}
-    t = pd.DataFrame.from_dict(out, orient="index")
-    t.index = pd.MultiIndex.from_tuples(t.index, names=["learner", "dataset", "preset", "seeds"])
-    return t.reset_index()
+        published = [p for p in paper or [] if p["metric"] == "classifier_accuracy" and p["dataset"] == dataset
+                     and p["learner"] == learner]
+        rows.append([learner, dataset, preset, str(len(g)), _column(g, "classifier_accuracy"),
+                     "; ".join(f"{p['value']:g} ({p['source']})" for p in published) or "—"])
+    return Section("table6", "Table 6: semi-supervised test accuracy (%) of the learner's own classifier",
+                   ["learner", "dataset", "preset", "seeds", "classifier_accuracy (%, ↑)", "paper"], rows,
+                   labels=4, directions={"classifier_accuracy (%, ↑)": "higher"})
 
 
-def table1(df: pd.DataFrame, probe: str = "linear_probe") -> pd.DataFrame:
-    out = {}
-    for label_key, label in REP_TYPE_LABELS.items():
-        col = probe if label_key == "mean" else f"{probe}.{label_key}"
-        out[label] = {learner: _cell(g[col], 1) if col in g else NOT_MEASURED
-                      for learner, g in df.groupby("learner", sort=False)}
-    t = pd.DataFrame.from_dict(out, orient="index")
-    t.index.name = f"{probe} (%) by representation"
-    return t.reset_index()
+def compare_table(df: pd.DataFrame, pairs) -> Section | None:
+    """b - a for each pair and summary metric, with Welch's 95% interval across training seeds."""
+    from .stats import welch
+    if not pairs:
+        return None
+    rows = []
+    for a, b in pairs:
+        for (dataset, preset), g in df.groupby(["dataset", "preset"], sort=False):
+            for m in summary_metrics():
+                va, vb = (_numbers(g[g["learner"] == x], m) for x in (a, b))
+                if len(va) == 0 or len(vb) == 0:
+                    continue
+                d, digits = welch(va, vb), metric_info(m)[2]
+                ci = "needs ≥ 2 seeds each" if d.low is None else f"[{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
+                rows.append([f"{b} − {a}", dataset, preset, m, f"{len(va)} / {len(vb)}",
+                             Stat(f"{d.diff:+.{digits}f}", d.diff), ci,
+                             "—" if d.excludes_zero is None else ("yes" if d.excludes_zero else "no")])
+    return Section("compare", "Differences across training seeds (mean of b − mean of a, Welch's t, 95%)",
+                   ["pair", "dataset", "preset", "metric", "seeds", "difference", "95% interval", "excludes 0"],
+                   rows, labels=5) if rows else None
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    style = {"markdown": "github", "latex": "latex_booktabs"}[fmt]
-    return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt=style, disable_numparse=True)
+def _numbers(g: pd.DataFrame, metric: str) -> list[float]:
+    if metric not in g:
+        return []
+    return [float(v) for v in g[metric] if not isinstance(v, str) and not math.isnan(v)]
 
 
-def load_paper_numbers(path: Path) -> list[dict]:
+def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
+    """Ours beside the published number for every (dataset, learner, metric) the paper file covers; our preset
+    says when ours is a small-scale run beside a full-scale number."""
+    rows = []
+    for p in paper:
+        for preset, g in df[(df["dataset"] == p["dataset"]) & (df["learner"] == p["learner"])].groupby("preset"):
+            scale = "" if preset == "paper" else f" ({preset} scale)"
+            rows.append([p["learner"], p["dataset"], header(p["metric"]), preset + scale, _column(g, p["metric"]),
+                         Stat(f"{p['value']:g}", float(p["value"])), p["source"]])
+    return Section("paper", "Beside the paper's published numbers",
+                   ["learner", "dataset", "metric", "our preset", "repbench", "paper", "source"], rows, labels=4,
+                   note="" if rows else "(the paper file has no numbers for these learners and datasets)")
+
+
+# ------------------------------------------------------------------------------------------ the report
+def build(records: list[dict], title: str = "", paper: list[dict] | None = None, compare=(),
+          figures_dir: Path | None = None, spectra_figure: Path | None = None) -> Report:
+    if not records:
+        raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
+    df = pd.DataFrame(records)
+    sections = [table2(df)]
+    for probe in ("linear_probe", "nonlinear_probe"):
+        if f"{probe}.sample_k1" in df:  # the representation types ran
+            sections.append(table1(df, probe))
+    sections += [s for s in (label_table(df), classifier_table(df, paper), compare_table(df, compare)) if s]
+    if paper is not None:
+        sections.append(paper_table(df, paper))
+    report = Report(title, sections, records=records)
+    from .figures import draw_figures
+    report.figures = draw_figures(df, figures_dir, spectra_figure)
+    return report
+
+
+def load_paper_numbers(path: Path | None = None) -> list[dict]:
     """Published numbers: a YAML list of {dataset, learner, metric, value, source}; errors name the file."""
     import yaml
-    path = Path(path)
+    path = Path(path) if path else DEFAULT_PAPER
     try:
         rows = yaml.safe_load(path.read_text()) or []
     except OSError as exc:
@@ -163,43 +285,10 @@ def load_paper_numbers(path: Path) -> list[dict]:
     return rows
 
 
-def paper_table(df: pd.DataFrame, paper: list[dict]) -> pd.DataFrame | None:
-    """Ours beside the published number for every (dataset, learner, metric) the paper file covers."""
-    rows = []
-    for p in paper:
-        g = df[(df["dataset"] == p["dataset"]) & (df["learner"] == p["learner"])]
-        if g.empty:
-            continue
-        ours = _cell(g[p["metric"]], _digits(p["metric"])) if p["metric"] in g else NOT_MEASURED
-        rows.append([p["learner"], p["dataset"], _header(p["metric"]), ours, f"{p['value']:g}", p["source"]])
-    return pd.DataFrame(rows, columns=["learner", "dataset", "metric", "repbench", "paper", "source"]) if rows else None
-
-
 def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
-                 paper: list[dict] | None = None) -> str:
+                 paper: list[dict] | None = None, compare=(), figures_dir: Path | None = None) -> str:
+    """The report as text in one of the text formats (markdown, csv, latex)."""
+    from .render import FORMATS, render
     if fmt not in FORMATS:
         raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
-    if not records:
-        raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
-    df = pd.DataFrame(records)
-    parts = [f"Table 2{': ' + title if title else ''} (mean ± std over seeds; ↑ higher is better, ↓ lower, "
-             f"no arrow: neither; {NOT_APPLICABLE}: does not apply, {NOT_MEASURED}: not measured)",
-             render(table2(df), fmt)]
-    for probe in ("linear_probe", "nonlinear_probe"):
-        if f"{probe}.sample_k1" in df:  # the representation types ran
-            parts += [f"Table 1: {probe.replace('_', ' ')} accuracy by representation type", render(table1(df, probe), fmt)]
-    if paper is not None:
-        side = paper_table(df, paper)
-        parts += ["Beside the paper's published numbers", render(side, fmt) if side is not None else
-                  "(the paper file has no numbers for these learners and datasets)"]
-    if figure is not None:
-        spectra = {}
-        for learner, g in df.groupby("learner", sort=False):
-            runs = [np.asarray(s) for s in g["_spectrum"] if len(s)]
-            if runs and len({len(r) for r in runs}) == 1:
-                spectra[learner] = np.mean(runs, axis=0).tolist()
-        if spectra:
-            from .plots import spectrum_plot
-            spectrum_plot(spectra, Path(figure))
-            parts.append(f"Figure: PCA spectra of all learners in {figure}")
-    return "\n\n".join(parts) + "\n"
+    return render(build(records, title, paper, compare, figures_dir, figure), fmt)

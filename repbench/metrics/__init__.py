@@ -40,6 +40,7 @@ class Metric:
     needs: tuple[str, ...] = ("representations",)
     settings: tuple[str, ...] = ()      # the battery settings (BatteryConfig fields) its values depend on
     outputs: tuple[str, ...] = ()       # names it writes besides its own (e.g. `linear_probe_std`)
+    output_pattern: str | None = None   # a regular expression for names that depend on its settings
     digits: int = 1                     # decimals in tables
     summary: int | None = None          # column of the summary table (the paper's Table 2), if any
     default: bool = True                # run when no metric list is given
@@ -49,6 +50,10 @@ class Metric:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name,) + self.outputs
+
+    def owns(self, output: str) -> bool:
+        import re
+        return output in self.names or bool(self.output_pattern and re.fullmatch(self.output_pattern, output))
 
     def resolved_settings(self, cfg) -> dict:
         """The settings that values measured now with `cfg` carry (what decides whether a record is reusable)."""
@@ -104,7 +109,7 @@ def entry_of(output: str) -> Metric | None:
     """The registered metric that writes a value name: `linear_probe.sample_k1` and `linear_probe_std` belong
     to their probe's entry, `cond_entropy` to its own."""
     for _, m in _ordered():
-        if output in m.names:
+        if m.owns(output):
             return m
     base = output.split(".")[0].removesuffix("_std")
     return METRICS.get(base) if base in METRICS else None

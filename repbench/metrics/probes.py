@@ -191,3 +191,51 @@ def _rep_types(inputs, cfg, generator):
         out.metrics.update(part.metrics)
         out.details["probes"].update(part.details["probes"])
     return out
+
+
+# ------------------------------------------------------------------------------------------ label efficiency
+MIN_STEPS = 500  # the MLP probe on a few labels still takes this many Adam steps (a few epochs of 100 would not)
+
+
+def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[float] | None:
+    """Accuracy (%) of `probe` trained on n labelled training representations (a class-balanced subset chosen by
+    the probe seed: the same subsets for every learner) and scored on the whole test set, once per probe seed.
+    None when the training set is too small for n."""
+    from ..data import labelled_subset
+    from ..registry import RepbenchError
+    train_y = inputs.data.train_y
+    accs = []
+    for s in range(cfg.probe_seeds):
+        try:
+            idx = labelled_subset(train_y, n, seed=s)
+        except RepbenchError:
+            return None
+        args = (inputs.reps["train"]["mean"][idx].numpy(), train_y[idx].numpy(), inputs.reps["test"]["mean"].numpy(),
+                inputs.data.test_y.numpy())
+        if probe == "linear_probe":
+            accs.append(linear_probe(*args, seed=s, method=cfg.linear_method))
+        else:
+            epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
+            accs.append(nonlinear_probe(*args, seed=s, epochs=epochs, device=inputs.device))
+    return accs
+
+
+_LABELLED = tuple(f"{p}.labels_{n}{std}" for p in ("linear_probe", "nonlinear_probe") for n in (100, 600, 1000, 3000)
+                  for std in ("", "_std"))
+
+
+@register_metric("label_efficiency", unit="%", direction="higher", needs=("representations", "labels"),
+                 settings=("label_counts", "probe_seeds", "linear_method", "nonlinear_epochs"), outputs=_LABELLED,
+                 output_pattern=r"(non)?linear_probe\.labels_\d+(_std)?",
+                 description="both probes trained on only n labelled training representations (class-balanced "
+                             "subsets chosen by seed, the same for every learner), scored on the whole test set")
+def _label_efficiency(inputs, cfg, generator):
+    values = {}
+    for probe in ("linear_probe", "nonlinear_probe"):
+        for n in cfg.label_counts:
+            accs = few_label_accuracies(inputs, cfg, probe, n)
+            name = f"{probe}.labels_{n}"
+            values[name] = None if accs is None else float(np.mean(accs))
+            if accs is not None:
+                values[name + "_std"] = float(np.std(accs))
+    return values

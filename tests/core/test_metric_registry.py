@@ -19,6 +19,8 @@ KNOWN = {
     "linear_probe": ({}, {"linear_probe": 100.0, "linear_probe_std": 0.0}),
     "nonlinear_probe": ({}, {"nonlinear_probe": 100.0}),
     "classifier_accuracy": ({}, {"classifier_accuracy": 100.0}),
+    "label_efficiency": ({}, {f"{p}.labels_{n}": 100.0 for p in ("linear_probe", "nonlinear_probe")
+                              for n in (100, 400)}),
     "rep_types": ({}, {f"{p}.{t}": 100.0 for p in ("linear_probe", "nonlinear_probe")
                        for t in ("sample_k1", "sample_k100", "embedding")}),
 }
@@ -30,12 +32,15 @@ def test_metric_has_unit_direction_and_a_known_answer(name):
     assert metric.unit and metric.direction in DIRECTIONS and metric.description, name
     assert name in KNOWN, f"metric '{name}' has no known-answer case in {__file__}: add one"
     options, answers = KNOWN[name]
-    cfg = BatteryConfig(metrics=(name,), probe_seeds=2, iw_samples=4, test_samples=5, nonlinear_epochs=10)
+    cfg = BatteryConfig(metrics=(name,), probe_seeds=2, iw_samples=4, test_samples=5, nonlinear_epochs=10,
+                        label_counts=(100, 400, 1000))
     res = run_battery(KnownCode(**options), coded_data(), cfg, progress=False)
     for value_name, expected in answers.items():
         assert res.metrics[value_name] == pytest.approx(expected, abs=1e-9), value_name
-        assert value_name in metric.names or value_name.removesuffix("_std") in metric.names
+        assert metric.owns(value_name), value_name
     assert res.measured_with[name] == metric.resolved_settings(cfg)
+    if name == "label_efficiency":  # 1000 labels of a 400-image training set: does not apply, never a number
+        assert res.metrics["linear_probe.labels_1000"] is None
 
 
 def test_directions_say_what_the_paper_means():
@@ -54,3 +59,15 @@ def test_a_metric_that_does_not_apply_is_none_not_zero():
                       progress=False)
     assert res.metrics["bpd"] is None and res.metrics["mutual_info"] is None
     assert res.metrics["intrinsic_dim"] == 4 and not math.isnan(res.metrics["intrinsic_dim"])
+
+
+def test_few_label_subsets_are_balanced_disjoint_from_the_test_set_and_the_same_for_every_learner():
+    import torch
+    from repbench.data import labelled_subset, load_dataset
+    data = load_dataset("mnist5k")
+    a, b = labelled_subset(data.train_y, 100, seed=1), labelled_subset(data.train_y, 100, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, labelled_subset(data.train_y, 100, seed=2))
+    assert torch.bincount(data.train_y[a]).tolist() == [10] * 10 and len(set(a.tolist())) == 100
+    assert a.max() < len(data.train_x)  # indices into the training split only: never a test image
+    train_rows = {bytes(x.numpy()) for x in data.train_x[a]}
+    assert not train_rows & {bytes(x.numpy()) for x in data.test_x}

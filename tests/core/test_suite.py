@@ -35,6 +35,7 @@ thresholds:
   - {metric: linear_probe, min: 20}
   - {learner: "lpvae-*", metric: bpd, max: 10}
 baseline: {file: tiny-baseline.json, tolerance: {bpd: 0.01}}
+compare: [[vae, lpvae-h1]]
 """
 
 
@@ -275,3 +276,25 @@ def test_ctrl_c_in_a_suite_advises_running_the_suite_again(tmp_path):
     assert proc.returncode == 130 and "run the same `repbench suite` command again" in err and "--resume" not in err
     (folder,) = (tmp_path / "r" / "runs").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "KILLED"
+
+
+def test_report_compares_pairs_across_seeds_and_draws_its_figures(ran, tmp_path):
+    from repbench.report import build
+    from repbench.stats import welch
+    suite, results, _ = ran
+    records = records_from_suite(suite, results)
+    report = build(records, "tiny", compare=suite.compare, figures_dir=tmp_path / "figs")
+    (section,) = [s for s in report.sections if s.key == "compare"]
+    row = next(r for r in section.rows if r[3] == "bpd")
+    vae = [r["bpd"] for r in records if r["learner"] == "vae"]
+    lp = [r["bpd"] for r in records if r["learner"] == "lpvae-h1"]
+    d = welch(vae, lp)
+    assert row[0] == "lpvae-h1 − vae" and row[5].mean == pytest.approx(d.diff)
+    assert row[6] == f"[{d.low:+.3f}, {d.high:+.3f}]" and row[7] == ("yes" if d.excludes_zero else "no")
+    names = {p.name for _, p in report.figures}
+    assert names == {"spectra.png", "probe_vs_mi.png", "curves.png"}
+    for _, path in report.figures:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = CliRunner().invoke(cli, ["report", "--suite", str(suite.path), "--results-dir", str(results),
+                                   "--figures", str(tmp_path / "cli-figs")])
+    assert out.exit_code == 0 and "Differences across training seeds" in out.output and "95% interval" in out.output
