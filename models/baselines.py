@@ -64,7 +64,8 @@ class ClosedForm(TorchLearner):
 
     def fit(self, train_x, test_x=None, *, checkpoint=None, resume=False, on_epoch=None, progress=True, augment=None):
         # closed form on the training images as they are: there are no batches to augment
-        self.solve(to_unit(self.check_images(train_x)).flatten(1).to(self.device))
+        train_x = self.preset_data(train_x)[0]
+        self.solve(to_unit(train_x).flatten(1).to(self.device))
         self.history = []
         self.fitted = True
         if checkpoint is not None:

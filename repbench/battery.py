@@ -56,7 +56,7 @@ class BatteryConfig:
 
 
 BATTERY_PRESETS = {  # the battery's size follows the training preset's unless options say otherwise
-    "smoke": BatteryConfig(probe_seeds=1, iw_samples=4, test_samples=20, nonlinear_epochs=3),
+    "smoke": BatteryConfig(probe_seeds=1, iw_samples=4, test_samples=20, nonlinear_epochs=3, label_counts=(100,)),
     "quick": BatteryConfig(),
     "medium": BatteryConfig(),
     "paper": BatteryConfig(),
@@ -194,11 +194,13 @@ def extract(learner, data: ImageData, cache_dir: Path | None = None, checkpoint:
 def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, seed: int | None = None,
                 cache_dir: Path | None = None, checkpoint: Path | None = None, progress: bool = True,
                 reps: dict | None = None) -> BatteryResult:
-    """Run the metrics `cfg.metrics` on a trained learner (or on `reps` alone, with learner None).
-    Without `cfg`, the battery of the learner's preset. Every metric gets a generator seeded by `seed`
-    (default: the learner's)."""
+    """Run the metrics `cfg.metrics` on a trained learner (or on `reps` alone, with learner None), on the
+    learner's preset's share of `data`. Without `cfg`, the battery of the learner's preset. Every metric gets a
+    generator seeded by `seed` (default: the learner's)."""
     cfg = cfg or battery_for(getattr(learner, "preset", "quick"))
     seed = seed if seed is not None else (learner.seed if learner is not None else 0)
+    if learner is not None:  # the preset's test split, as `repbench run` measures it (a no-op on limited data)
+        data = data.limit(*learner.data_limits())
     inputs = Inputs(data, learner, reps, cache_dir=cache_dir, checkpoint=checkpoint,
                     batch_size=cfg.eval_batch_size, progress=progress)
     res = BatteryResult()

@@ -280,12 +280,14 @@ def _fmt(metrics: dict, key: str) -> str:
               help="Report the newest finished run of each cell of this suite (and its compare pairs).")
 @click.option("--experiment", default="repbench", show_default=True, help="Without --suite: MLflow experiment.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Without --suite: MLflow tag filters.")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv"]), default="markdown",
-              show_default=True, help="latex: table floats with captions (needs booktabs and graphicx).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "html"]), default="markdown",
+              show_default=True, help="latex: table floats with captions (needs booktabs and graphicx); html: a "
+                                      "self-contained leaderboard page written to the folder --out.")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Also draw all learners' PCA spectra.")
 @click.option("--figures", "figures_dir", type=click.Path(path_type=Path), default=None,
               help="Draw every figure into this folder: spectra, probe vs mutual information, training curves.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the tables to this file too.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the tables to this file too (with --format html: the folder of the page).")
 @click.option("--paper", "paper_file", is_flag=False, flag_value="default", default=None, metavar="[FILE]",
               help="Show published numbers beside ours (default file: benchmarks/reference/paper_numbers.yaml).")
 @shared("tracking_uri", "results_dir")
@@ -305,6 +307,15 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
                                       history=figures_dir is not None)
         title = experiment
     paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
+    if fmt == "html":
+        from .leaderboard import write_page
+        from .report import build
+        if out is None:
+            raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
+        page = write_page(build(records, title, paper, compare, figures_dir or Path(out) / "figures", figure),
+                          out, f"repbench leaderboard: {title}")
+        click.echo(f"leaderboard page written to {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained)")
+        return
     text = build_report(records, fmt, figure, title, paper, compare, figures_dir)
     click.echo(text)
     if out:
@@ -338,13 +349,13 @@ def check(suite_file, results_dir, write_baseline):
 
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
-@shared("tracking_uri", "results_dir")
+@shared("tracking_uri", "results_dir", "experiment")
 @friendly()
-def ui(port, tracking_uri, results_dir):
-    """Start the MLflow UI on the local store, on 127.0.0.1; Ctrl-C stops it."""
+def ui(port, tracking_uri, results_dir, experiment):
+    """Start the MLflow UI on the local store, on 127.0.0.1, opened on the runs list; Ctrl-C stops it."""
     from .tracking import default_tracking_uri
     from .ui import serve
-    serve(tracking_uri or default_tracking_uri(results_dir), port, echo=click.echo)
+    serve(tracking_uri or default_tracking_uri(results_dir), port, echo=click.echo, experiment=experiment)
 
 
 def main():

@@ -38,13 +38,18 @@ class ImageData:
     def limit(self, train: int | None, test: int | None) -> "ImageData":
         """The first `train` / `test` images of a fixed permutation (the same for every run and learner)."""
         def take(x, y, n):
-            if n is None or n >= len(x):
-                return x, y
-            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n]
-            return x[idx], y[idx]
+            idx = fixed_subset(len(x), n)
+            return (x, y) if idx is None else (x[idx], y[idx])
         tx, ty = take(self.train_x, self.train_y, train)
         vx, vy = take(self.test_x, self.test_y, test)
         return ImageData(self.name, tx, ty, vx, vy, self.num_classes)
+
+
+def fixed_subset(total: int, n: int | None) -> torch.Tensor | None:
+    """Indices of the first n of a fixed permutation of `total` items; None when n keeps them all."""
+    if n is None or n >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n]
 
 
 @dataclass(frozen=True)

@@ -30,23 +30,56 @@ def spectrum_plot(spectra: dict[str, list[float]], path: Path, threshold: float 
     return path
 
 
-def probe_plot(probes: dict[str, dict[str, list[float]]], path: Path, title: str = "") -> Path:
-    """Probe accuracy (%) by representation type, mean and std over probe seeds."""
-    types = list(dict.fromkeys(t for by_type in probes.values() for t in by_type))
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+def probe_plot(probes: dict[str, dict[str, list[float]]], path: Path, title: str = "", chance: float | None = None
+               ) -> Path:
+    """Probe accuracy (%) by representation type, mean and std over probe seeds, on an axis from 0 to 100 with
+    the chance level marked; tick labels as in the tables."""
+    from .metrics.probes import REP_TYPE_LABELS
+    types = [t for t in REP_TYPE_LABELS if any(t in bt for bt in probes.values())]
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
     width = 0.8 / len(probes)
     for i, (probe, by_type) in enumerate(probes.items()):
         means = [np.mean(by_type[t]) if t in by_type else np.nan for t in types]
         stds = [np.std(by_type[t]) if t in by_type else 0.0 for t in types]
         bars = ax.bar(np.arange(len(types)) + i * width, means, width, yerr=stds, capsize=3,
                       label=probe.replace("_", " "))
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(np.arange(len(types)) + width * (len(probes) - 1) / 2, types)
-    lo = min(np.mean(v) for bt in probes.values() for v in bt.values())
-    ax.set(ylabel="test accuracy (%)", ylim=(max(0, lo - 10), 100), title=title or "probe accuracy by representation")
-    ax.legend(fontsize=8, loc="lower right")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(np.arange(len(types)) + width * (len(probes) - 1) / 2, [REP_TYPE_LABELS[t] for t in types])
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.0f}%)")
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 109), title=title or "probe accuracy by representation")
+    # the legend sits above the axes, where no bar can be
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def conditional_grid(test: torch.Tensor, samples: torch.Tensor, prior: torch.Tensor | None, path: Path,
+                     title: str) -> Path:
+    """The paper's Figure 8 layout: each row a test image (boxed), then samples of p(x|z) that share that image's z;
+    below, samples with z from the prior. uint8 images; samples [n, k, C, H, W]."""
+    from torchvision.utils import make_grid
+    n, k = samples.shape[:2]
+    rows = torch.cat([test[:, None], samples], 1).flatten(0, 1)
+    blocks = [("each row: a test image, then samples from p(x | z) with z its posterior mean", rows, k + 1)]
+    if prior is not None and len(prior):
+        blocks.append(("samples with z from the prior N(0, I)", prior, k + 1))
+    fig, axes = plt.subplots(len(blocks), 1, figsize=((k + 1) * 0.75, 0.75 * (n + 1) + 0.9 * len(blocks)),
+                             squeeze=False, gridspec_kw={"height_ratios": [math.ceil(len(b[1]) / b[2]) + 0.4
+                                                                           for b in blocks]})
+    for ax, (label, imgs, per_row) in zip(axes[:, 0], blocks):
+        grid = make_grid(imgs.float() / 255, nrow=per_row, padding=2, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(label, fontsize=8, loc="left")
+        ax.axis("off")
+    h, w = test.shape[2:]
+    for i in range(n):  # outline the test images so no one mistakes them for samples
+        axes[0, 0].add_patch(plt.Rectangle((1, 1 + i * (h + 2)), w + 1, h + 1, fill=False, ec="tab:red", lw=1.2))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

@@ -7,11 +7,11 @@ one line for the user.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import traceback
 from pathlib import Path
 
-from .measured import units_of
 from .records import environment, read_json, run_name, write_json
 from .registry import RepbenchError
 from .train import WriteError
@@ -36,9 +36,10 @@ class Recorder:
                                 spec.results_dir)
         tags = {"learner": learner.name, "display_name": learner.display_name, "dataset": spec.dataset,
                 "preset": learner.preset, "seed": str(learner.seed), "run_folder": str(folder), **spec.tags}
+        battery = {k: v for k, v in _spec_dict(spec)["battery"].items() if k != "eval_batch_size"}
         state["mlflow_run_id"] = tracker.start(name, {**state["params"], "dataset": spec.dataset,
-                                                      "device": str(device), "env": state["environment"]},
-                                               tags, state.get("mlflow_run_id"))
+                                                      "device": str(device), "env": state["environment"],
+                                                      "battery": battery}, tags, state.get("mlflow_run_id"))
         state.update(status="RUNNING", device=str(device), error=None)
         rec = cls(spec, folder, state, tracker)
         rec.write_state()
@@ -65,7 +66,6 @@ class Recorder:
     def note_labelled(self, indices, seed: int) -> None:
         """Record which training images' labels a semi-supervised run used (count, seed, hash; the list beside)."""
         import hashlib
-        import json
         listed = [int(i) for i in indices]
         self.state["labelled"] = {"n": len(listed), "seed": seed, "file": "labelled.json",
                                   "sha256": hashlib.sha256(json.dumps(listed).encode()).hexdigest()[:16]}
@@ -79,11 +79,11 @@ class Recorder:
     def save_record(self, record: dict, artifacts: list[Path]) -> None:
         write_json(self.folder / "metrics.json", record)
         self.tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
-        self.tracker.set_tags({f"unit.{k}": f"{u['unit']} ({u['better']})" for k, u in
-                               units_of(record["metrics"]).items() if u["unit"]})
-        self.tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None)})
+        self.tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None),
+                               **{f"measured_with.{m}": json.dumps(s, sort_keys=True)
+                                  for m, s in record.get("measured_with", {}).items()}})
         for path in artifacts + [self.folder / "metrics.json", self.folder / "run.json"]:
-            self.tracker.log_artifact(path)
+            self.tracker.log_artifact(path, link=path.suffix == ".pt")
 
     def add_tags(self, tags: dict) -> None:
         if tags:

@@ -22,6 +22,7 @@ from .registry import RepbenchError
 NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
 CELL = ["learner", "dataset", "preset", "seed"]
 DEFAULT_PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "paper_numbers.yaml"
+PAPER_DATASET = {"mnist5k": "mnist"}  # our datasets that are subsets of a published one
 
 
 @dataclass
@@ -111,7 +112,10 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
 def _mlflow_row(client, r, history: bool) -> dict:
     from .records import read_json
     t = r.data.tags
-    record = read_json(Path(t.get("run_folder", "/nonexistent")) / "metrics.json")
+    folder = Path(t.get("run_folder", "/nonexistent"))
+    record = read_json(folder / "metrics.json")
+    if record:
+        record["_folder"] = str(folder)
     steps = record.get("history") or []
     if history and not steps:  # no run folder on this machine: the curves from the server
         by_epoch: dict[int, dict] = {}
@@ -234,10 +238,14 @@ def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
     says when ours is a small-scale run beside a full-scale number."""
     rows = []
     for p in paper:
-        for preset, g in df[(df["dataset"] == p["dataset"]) & (df["learner"] == p["learner"])].groupby("preset"):
-            scale = "" if preset == "paper" else f" ({preset} scale)"
+        ours = df[(df["dataset"].map(lambda d: PAPER_DATASET.get(d, d)) == p["dataset"]) &
+                  (df["learner"] == p["learner"])]
+        for (dataset, preset), g in ours.groupby(["dataset", "preset"]):
+            scale = ("" if preset == "paper" else f" ({preset} scale)") + \
+                (f", on {dataset}" if dataset != p["dataset"] else "")
+            published = f"{p['value']:g}" + (f" ± {p['std']:g}" if p.get("std") is not None else "")
             rows.append([p["learner"], p["dataset"], header(p["metric"]), preset + scale, _column(g, p["metric"]),
-                         Stat(f"{p['value']:g}", float(p["value"])), p["source"]])
+                         Stat(published, float(p["value"])), p["source"]])
     return Section("paper", "Beside the paper's published numbers",
                    ["learner", "dataset", "metric", "our preset", "repbench", "paper", "source"], rows, labels=4,
                    note="" if rows else "(the paper file has no numbers for these learners and datasets)")
@@ -280,8 +288,9 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
         missing = {"dataset", "learner", "metric", "value", "source"} - set(r)
         if missing:
             raise RepbenchError(f"{path}: entry {r} lacks {', '.join(sorted(missing))}")
-        if isinstance(r["value"], bool) or not isinstance(r["value"], (int, float)):
-            raise RepbenchError(f"{path}: entry {r} has a value that is not a number")
+        for key in ("value", "std"):
+            if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))):
+                raise RepbenchError(f"{path}: entry {r} has a {key} that is not a number")
     return rows
 
 

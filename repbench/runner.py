@@ -148,7 +148,8 @@ def measure(learner, data: ImageData, folder: Path, cfg: BatteryConfig, spec: Ru
     if res.spectrum:
         artifacts.append(plots.spectrum_plot({title: res.spectrum}, folder / "spectrum.png"))
     if res.probes:
-        artifacts.append(plots.probe_plot(res.probes, folder / "probes.png", title))
+        artifacts.append(plots.probe_plot(res.probes, folder / "probes.png", title,
+                                          chance=100.0 / max(int(data.train_y.max()) + 1, 1)))
     if spec.grid and has_ability(learner, "generator"):
         artifacts.append(sample_grid(learner, data, folder / "samples.png", spec.grid, learner.seed, title))
     return {"metrics": res.metrics, "units": units_of(res.metrics), "measured_with": res.measured_with,
@@ -157,11 +158,13 @@ def measure(learner, data: ImageData, folder: Path, cfg: BatteryConfig, spec: Ru
 
 
 def sample_grid(learner, data: ImageData, path: Path, n: int, seed: int, title: str) -> Path:
-    """Rows: test images, their reconstructions, then two rows of samples from the prior."""
+    """min(n, 6) test images, each with n - 1 samples of p(x|z) sharing its z (a local decoder's samples need
+    not look like the input: they show what z keeps), then a row of samples from the prior."""
     g = torch.Generator(device=learner.device).manual_seed(seed)
-    x = data.test_x[:n]
-    return plots.image_grid([("test images", x), ("reconstructions", learner.reconstruct(x, g)),
-                             ("samples", learner.sample(2 * n, g))], path, n, title)
+    rows, k = min(n, 6), max(n - 1, 1)
+    x = data.test_x[:rows]
+    samples = learner.reconstruct(x.repeat_interleave(k, 0), g).view(rows, k, *x.shape[1:])
+    return plots.conditional_grid(x, samples, learner.sample(k + 1, g), path, title)
 
 
 def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str | None, results_dir: Path,

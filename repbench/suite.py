@@ -27,7 +27,7 @@ from .registry import RepbenchError
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
               "thresholds", "baseline", "compare")
-LEARNER_KEYS = ("name", "options", "seeds")
+LEARNER_KEYS = ("name", "options", "seeds", "datasets")
 THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
 BASELINE_KEYS = ("file", "tolerance")
 
@@ -164,7 +164,11 @@ def _learner_entry(item, seeds: list[int], path: Path) -> tuple[str, dict, list[
     options = item.get("options") or {}
     if not isinstance(options, dict):
         raise RepbenchError(f"{path}: options of learner '{item['name']}' must be a mapping, got {options!r}")
-    return item["name"], dict(options), _ints(item, "seeds", path, seeds)  # fewer seeds for a slow learner
+    datasets = item.get("datasets")
+    if datasets is not None and not (isinstance(datasets, list) and all(isinstance(d, str) for d in datasets)):
+        raise RepbenchError(f"{path}: datasets of learner '{item['name']}' must be a list of names, got {datasets!r}")
+    # fewer seeds for a slow learner; a learner may run on some of the suite's datasets only
+    return item["name"], dict(options), _ints(item, "seeds", path, seeds), datasets
 
 
 def _threshold(t, path: Path) -> Threshold:
@@ -197,9 +201,13 @@ def load_suite(path: str | Path) -> Suite:
     datasets = _names(raw, "datasets", path, ["mnist5k"], DATASETS.get)
     presets = _names(raw, "presets", path, ["quick"], check_preset)
     # Seed-major order: a suite stopped part-way has whole seeds of every learner rather than all seeds of a few.
-    all_seeds = sorted({s for *_, own in learners for s in own}, key=lambda s: (s not in seeds, s))
-    cells = tuple(Cell(name, opts, d, p, s) for s in all_seeds for (name, opts, own), d, p in itertools.product(
-        learners, datasets, presets) if s in own)
+    all_seeds = sorted({s for _, _, own, _ in learners for s in own}, key=lambda s: (s not in seeds, s))
+    for name, _, _, only in learners:
+        for d in only or []:
+            if d not in datasets:
+                raise RepbenchError(f"{path}: learner '{name}' names dataset '{d}', which the suite's datasets lack")
+    cells = tuple(Cell(name, opts, d, p, s) for s in all_seeds for (name, opts, own, only), d, p in
+                  itertools.product(learners, datasets, presets) if s in own and (only is None or d in only))
     for cell in cells:
         _at(path, cell.build, f"learner '{cell.learner}'")
     thresholds = tuple(_threshold(t, path) for t in _list(raw, "thresholds", path, []))
@@ -329,5 +337,5 @@ def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:
         except RepbenchError:
             continue  # a cell whose options are invalid has no runs
         if folder is not None:
-            out.append((cell, read_json(folder / "metrics.json")))
+            out.append((cell, {**read_json(folder / "metrics.json"), "_folder": str(folder)}))
     return out

@@ -146,18 +146,19 @@ def check_same_seed(s: Subject) -> None:
 @check
 def check_battery(s: Subject) -> None:
     from .battery import battery_for, run_battery
-    from .metrics import METRICS
+    from .metrics import METRICS, entry_of
     cfg = battery_for("smoke", {"probe_seeds": 1, "iw_samples": 2, "test_samples": 2, "nonlinear_epochs": 1})
     res = run_battery(s.learner, s.data, cfg, progress=False)
     for name in cfg.metrics:
-        value = res.metrics.get(name)
-        applies = all(need in ("representations", "labels") or has_ability(s.learner, need)
-                      for need in METRICS.get(name).needs)
-        if name == "rep_types":
-            continue  # writes only typed values, checked through the probes
-        assert (value is None) == (not applies), f"metric '{name}' is {value!r}; " \
-            f"it {'applies' if applies else 'does not apply'} to this learner"
-        assert value is None or math.isfinite(value), f"metric '{name}' is not finite: {value}"
+        metric = METRICS.get(name)
+        applies = all(need in ("representations", "labels") or has_ability(s.learner, need) for need in metric.needs)
+        values = {k: v for k, v in res.metrics.items() if entry_of(k) is metric and not k.endswith("_std")}
+        assert values, f"metric '{name}' recorded no value"
+        for key, value in values.items():
+            assert applies or value is None, f"metric '{name}' gave {key} = {value!r}; it does not apply"
+            assert value is None or math.isfinite(value), f"metric '{name}' gave {key} = {value}, not finite"
+        assert not applies or any(v is not None for v in values.values()), \
+            f"metric '{name}' applies to this learner but gave no value"
 
 
 def check_learner(factory: Callable[..., Learner], data: ImageData | None = None) -> dict:

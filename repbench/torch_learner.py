@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from .api import Learner, has_ability
+from .data import fixed_subset
 from .config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
 from .registry import RepbenchError
-from .train import load_checkpoint, save_checkpoint, train
+from .train import finish_checkpoint, load_checkpoint, save_checkpoint, train
 
 
 class TorchLearner(Learner):
@@ -124,6 +125,21 @@ class TorchLearner(Learner):
                 return self.loss(module, x_uint8)
         return loss
 
+    def preset_data(self, train_x, test_x=None, train_y=None, labelled=None):
+        """The images the preset trains on: at most `train_limit` / `test_limit` of a fixed permutation (what
+        `repbench run` loads), so the Python API trains a smoke learner in seconds too. Labels follow."""
+        train_x = self.check_images(train_x)
+        test_x = None if test_x is None else self.check_images(test_x)
+        keep = fixed_subset(len(train_x), self.train_config.train_limit)
+        if keep is not None:
+            train_x = train_x[keep]
+            train_y = None if train_y is None else torch.as_tensor(train_y)[keep]
+            if labelled is not None:  # the labelled images that remain, at their new positions
+                position = {int(i): p for p, i in enumerate(keep)}
+                labelled = torch.tensor([position[int(i)] for i in labelled if int(i) in position], dtype=torch.long)
+        cut = None if test_x is None else fixed_subset(len(test_x), self.train_config.test_limit)
+        return train_x, (test_x if cut is None else test_x[cut]), train_y, labelled
+
     def training_data(self, train_x: torch.Tensor, train_y=None, labelled=None):
         """What the training loop iterates over: the images; a learner with the 'labels' ability returns a tuple
         of aligned tensors (images first) that its `loss` receives batch by batch."""
@@ -135,8 +151,7 @@ class TorchLearner(Learner):
         """Train on uint8 images; `augment(batch, generator)` transforms training batches only. `train_y` and
         `labelled` (indices of the images whose labels may be used) reach only learners with the 'labels'
         ability, through `training_data`."""
-        train_x = self.check_images(train_x)
-        test_x = None if test_x is None else self.check_images(test_x)
+        train_x, test_x, train_y, labelled = self.preset_data(train_x, test_x, train_y, labelled)
         data = self.training_data(train_x, train_y, labelled) if has_ability(self, "labels") else train_x
         data = tuple(t.to(self.device) for t in data) if isinstance(data, tuple) else data.to(self.device)
         self.history = train(self.module, self.training_loss(), data, cfg=self.train_config,
@@ -145,6 +160,8 @@ class TorchLearner(Learner):
                              on_epoch=on_epoch, progress=progress,
                              nats_per_unit=self.num_dims * math.log(2) if self.loss_is_nll else 1.0,
                              augment=augment, curves=self.curve_metrics)
+        if checkpoint is not None and Path(checkpoint).exists():
+            finish_checkpoint(Path(checkpoint))
         self.module.eval()
         self.fitted = True
         return self

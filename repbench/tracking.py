@@ -24,6 +24,15 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
+def experiment_tags() -> dict[str, str]:
+    """Tags of every repbench experiment: MLflow 3 opens a model-development experiment on its runs list (not
+    its GenAI traces view), and each metric's unit and direction, from the metric registry, once per experiment."""
+    from .metrics import METRICS
+    units = {f"repbench.unit.{name}": f"{m.unit} ({m.direction} is better)" if m.direction != "neither" else
+             f"{m.unit} (no better direction)" for name, m in METRICS.in_order()}
+    return {"mlflow.experimentKind": "custom_model_development", **units}
+
+
 def connect(uri: str):
     """An MLflow client of its own for `uri` (the process-wide tracking URI is left alone), with short HTTP
     retries and the SQLite store's migration chatter silenced."""
@@ -135,11 +144,14 @@ class MLflowTracker:
     def _experiment_id(self) -> str:
         client = self._connect()
         exp = client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
-        location = (self.results_dir / "mlartifacts").resolve().as_uri() if local else None
-        return client.create_experiment(self.experiment, artifact_location=location)
+        if exp is None:
+            local = self.uri.startswith("sqlite:") or self.uri.startswith("file:")
+            location = (self.results_dir / "mlartifacts").resolve().as_uri() if local else None
+            exp = client.get_experiment(client.create_experiment(self.experiment, artifact_location=location))
+        for key, value in experiment_tags().items():
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
     def _start(self, run_name, params, tags, run_id):
         from mlflow.entities import Param, RunTag
@@ -182,9 +194,28 @@ class MLflowTracker:
             for k, v in tags.items():
                 self._guard("set_tag", self.client.set_tag, self.run_id, k, str(v))
 
-    def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        if self.run_id is not None and Path(path).exists():
-            self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), folder)
+    def log_artifact(self, path: Path, folder: str | None = None, link: bool = False) -> None:
+        """Log a file; with `link`, a store whose artifacts are local files gets a hard link to it instead of a
+        second copy (a checkpoint is tens of MB), and a remote store gets the upload."""
+        if self.run_id is None or not Path(path).exists():
+            return
+        if link and self._guard("link_artifact", self._link, Path(path), folder):
+            return
+        self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), folder)
+
+    def _link(self, path: Path, folder: str | None) -> bool:
+        from urllib.parse import unquote, urlparse
+        uri = self.client.get_run(self.run_id).info.artifact_uri
+        if not uri.startswith("file:") and not uri.startswith("/"):
+            return False
+        target = Path(unquote(urlparse(uri).path) if uri.startswith("file:") else uri) / (folder or "") / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # another file system: a copy after all
+            return False
+        return True
 
     def end(self, status: str) -> bool:
         """Close the run with `status`; True when the store now says so. After an earlier failure this still

@@ -35,6 +35,14 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_save({"format": CHECKPOINT_FORMAT, **payload}, path)
 
 
+def finish_checkpoint(path: Path) -> None:
+    """Drop what only resuming needs (Adam's moments, RNG states) from a finished run's checkpoint: two thirds
+    of its size. A finished run is never resumed; more epochs are another configuration."""
+    state = load_checkpoint(path)
+    if state.get("finished") and "optimizer" in state:
+        atomic_save({k: v for k, v in state.items() if k not in ("optimizer", "rng", "cuda_rng")}, path)
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through memory and a temporary file: a full disk is a clear error (torch's own writer reports
     it as an obscure internal failure) and never leaves half a file behind."""
@@ -173,6 +181,8 @@ def restore(module: torch.nn.Module, opt: torch.optim.Optimizer, checkpoint: Pat
     """Load weights, optimizer state and RNG state of an interrupted run; return (history, last epoch)."""
     state = load_checkpoint(checkpoint)
     module.load_state_dict(state["model"])
+    if "optimizer" not in state:  # a finished run's checkpoint keeps only the weights: nothing left to train
+        return list(state.get("history", [])), state.get("epoch", len(state.get("history", [])))
     opt.load_state_dict(optimizer_state_by_name(module, state["model"], state["optimizer"], checkpoint))
     torch.set_rng_state(state["rng"])
     if device.type == "cuda" and state.get("cuda_rng") is not None:

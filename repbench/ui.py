@@ -11,11 +11,36 @@ import urllib.request
 from .registry import RepbenchError
 
 
-def serve(uri: str, port: int, echo=print, timeout_s: float = 120.0) -> None:
+def runs_page(base: str, experiment_id: str | None) -> str:
+    """The address of an experiment's runs list; MLflow 3 opens on its GenAI views unless asked for training."""
+    if experiment_id is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def prepare_store(uri: str, experiment: str) -> str | None:
+    """Tag the store's repbench experiment as a model-development one (units too); return its id, if any."""
+    from .tracking import MLflowTracker, connect
+    exp = connect(uri).get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    MLflowTracker(uri, experiment, ".").prepare()
+    return exp.experiment_id
+
+
+def serve(uri: str, port: int, echo=print, timeout_s: float = 120.0, experiment: str = "repbench") -> None:
     """Run the UI until Ctrl-C or SIGTERM; the MLflow server and its helper processes go with it."""
+    from .tracking import is_remote, unreachable
+    if is_remote(uri):  # a server has its own UI already
+        problem = unreachable(uri)
+        if problem:
+            raise RepbenchError(problem)
+        echo(f"the runs are on the MLflow server itself: {runs_page(uri.rstrip('/'), prepare_store(uri, experiment))}")
+        return
     exe = shutil.which("mlflow")
     if exe is None:
         raise RepbenchError("the `mlflow` command is not on PATH; reinstall repbench (pip install -e .)")
+    experiment_id = prepare_store(uri, experiment)
     echo(f"starting the MLflow UI on port {port} (store {uri}) ...")
     # its own process group: `mlflow ui` starts a web server and a job runner, and all must stop together
     proc = subprocess.Popen([exe, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
@@ -24,7 +49,7 @@ def serve(uri: str, port: int, echo=print, timeout_s: float = 120.0) -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_answers(proc, url, timeout_s)
-        echo(f"MLflow UI at {url} ; compare runs by selecting them; Ctrl-C stops it")
+        echo(f"MLflow UI at {runs_page(url, experiment_id)} (select runs to compare them; Ctrl-C stops it)")
         proc.wait()
         raise RepbenchError(f"the MLflow UI stopped (exit {proc.returncode})")
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Suites, reports and regression checks on real runs in a temporary store."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,7 +87,8 @@ def test_suite_runs_every_cell_then_reuses_them(ran):
 
 
 def test_rerun_forces_new_runs(tmp_path):
-    suite = load_suite(write(tmp_path, SUITE.replace("seeds: [0, 1]", "seeds: [0]").replace("  - name: vae\n", "")))
+    suite = load_suite(write(tmp_path, SUITE.replace("seeds: [0, 1]", "seeds: [0]").replace("  - name: vae\n", "")
+                             .replace("compare: [[vae, lpvae-h1]]\n", "")))
     run_suite(suite, results_dir=tmp_path / "r", progress=False)
     time.sleep(1.1)  # run folders are stamped to the second
     out = run_suite(suite, results_dir=tmp_path / "r", rerun=True, progress=False)
@@ -298,3 +300,21 @@ def test_report_compares_pairs_across_seeds_and_draws_its_figures(ran, tmp_path)
     out = CliRunner().invoke(cli, ["report", "--suite", str(suite.path), "--results-dir", str(results),
                                    "--figures", str(tmp_path / "cli-figs")])
     assert out.exit_code == 0 and "Differences across training seeds" in out.output and "95% interval" in out.output
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex here (apt-get install texlive-latex-base "
+                                                             "texlive-latex-recommended)")
+def test_latex_tables_compile_with_pdflatex(ran, tmp_path):
+    suite, results, _ = ran
+    tables = build_report(records_from_suite(suite, results), "latex", compare=suite.compare,
+                          paper=[{"dataset": "synthetic", "learner": "vae", "metric": "bpd", "value": 1.5,
+                                  "source": "Table 9 (made up for the test)"}])
+    assert "\\begin{table}" in tables and "\\caption{" in tables and "\\pm" in tables and "\\mathbf{" in tables
+    assert "± 0.00" not in tables
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage{graphicx}\n"
+                                      "\\begin{document}\n" + tables + "\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "Overfull \\hbox" not in done.stdout, "a table is wider than the page"
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000

@@ -48,6 +48,27 @@ def test_run_logs_to_local_sqlite_store(results_dir):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_one_copy_of_the_checkpoint_per_store_and_the_experiment_opens_on_its_runs(results_dir):
+    import torch
+    record = run(smoke_spec(results_dir))
+    client = MlflowClient(f"sqlite:///{results_dir / 'mlflow.db'}")
+    r = client.get_run(record["mlflow_run_id"])
+    ours = Path(record["folder"]) / "checkpoint.pt"
+    logged = Path(r.info.artifact_uri.removeprefix("file://")) / "checkpoint.pt"
+    assert logged.exists() and ours.stat().st_ino == logged.stat().st_ino  # a hard link, not a copy
+    state = torch.load(ours, weights_only=True)
+    assert state["finished"] and "optimizer" not in state and "model" in state  # weights only once finished
+    exp = client.get_experiment(r.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["repbench.unit.mutual_info"] == "nats (no better direction)"
+    assert exp.tags["repbench.unit.bpd"] == "bits/dim (lower is better)"
+    assert not [t for t in r.data.tags if t.startswith("unit.")]
+    p = r.data.params
+    assert p["battery.probe_seeds"] == "1" and p["battery.iw_samples"] == "3" and p["battery.linear_method"] == \
+        "linearsvc" and p["battery.nonlinear_epochs"] == "2" and p["battery.test_samples"] == "5"
+    assert json.loads(r.data.tags["measured_with.bpd"]) == {"elbo_samples": 3}
+
+
 def test_tracking_failure_keeps_the_results(results_dir):
     with pytest.warns(RuntimeWarning, match="MLflow tracking .* failed"):
         record = run(smoke_spec(results_dir, tracking_uri="sqlite:////proc/no/such/dir/mlflow.db"))

@@ -41,7 +41,8 @@ def test_baselines_on_mnist5k_smoke(name):
 
 
 def test_pca_components_are_the_top_eigenvectors(synthetic):
-    learner = repbench.create_learner("pca", preset="smoke", image_shape=(1, 12, 12), d=5).fit(synthetic.train_x)
+    learner = repbench.create_learner("pca", preset="smoke", image_shape=(1, 12, 12), d=5,
+                                      train_limit=len(synthetic.train_x)).fit(synthetic.train_x)
     x = synthetic.train_x.float().flatten(1) / 127.5 - 1
     reps = learner.represent(synthetic.train_x).double()
     var = reps.var(0)
