@@ -179,33 +179,55 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 @cli.command(name="eval")
 @click.option("--run", "run_ref", default=None, help="MLflow run id or run folder name (a unique prefix will do).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Any repbench checkpoint instead.")
-@click.option("--dataset", "-d", default=None, help="Dataset of a --checkpoint (default mnist5k); a run's own.")
-@shared("device", "tracking_uri", "results_dir", "data_root", "quiet")
+@click.option("--features", type=click.Path(path_type=Path), default=None,
+              help="Representations made elsewhere: an .npz with train, train_y, test, test_y (N x d floats, "
+                   "integer labels), scored by the metrics that need only representations.")
+@click.option("--name", default=None, help="With --features: the name shown in tables (default: the file's stem).")
+@click.option("--dataset", "-d", default=None, help="Dataset of a --checkpoint (default mnist5k) or the name of the "
+                                                    "data --features came from (default external); a run's own.")
+@shared("device", "tracking_uri", "experiment", "results_dir", "data_root", "quiet")
 @battery_options
 @friendly()
-def eval_cmd(run_ref, checkpoint, dataset, device, tracking_uri, results_dir, data_root, quiet, metrics, probe_seeds,
-             iw_samples, linear_method, probe_epochs, label_counts):
-    """Re-run the metric battery on a trained learner (representations come from the on-disk cache)."""
+def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri, experiment, results_dir, data_root,
+             quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts):
+    """Re-run the metric battery on a trained learner (representations come from the on-disk cache), or score
+    representations made outside repbench."""
     from .runner import evaluate_saved
-    if bool(run_ref) == bool(checkpoint):
-        raise RepbenchError("give exactly one of --run RUN_ID and --checkpoint PATH")
-    record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
-                            battery=battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
-                                                      label_counts),
-                            device=device, tracking_uri=tracking_uri, data_root=data_root, progress=not quiet)
+    if sum(map(bool, (run_ref, checkpoint, features))) != 1:
+        raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
+    battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts)
+    if features:
+        from .outside import evaluate_features
+        if "metrics" in battery and metrics == ",".join(_default_metrics()):
+            battery.pop("metrics")  # the default list: every metric that applies to bare representations
+        record = evaluate_features(features, name=name, dataset=dataset or "external", battery=battery,
+                                   results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment,
+                                   progress=not quiet)
+    else:
+        record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
+                                battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,
+                                progress=not quiet)
     print_result(record)
+
+
+def _default_metrics():
+    from .metrics import default_metrics
+    return default_metrics()
 
 
 def print_result(record: dict) -> None:
     from tabulate import tabulate
     from .metrics import metric_info
-    metrics = record["metrics"]
+    from .metrics import entry_of
+    metrics, settings = record["metrics"], record.get("measured_with", {})
     rows = []
     for name, value in metrics.items():
         if name.endswith("_std"):
             continue
         std = metrics.get(name + "_std")
-        shown = "n/a" if value is None else f"{value:.4g}" + (f" ± {std:.2f}" if std is not None else "")
+        repeats = settings.get(getattr(entry_of(name), "name", ""), {}).get("probe_seeds", 2)
+        spread = f" ± {std:.2f}" if std is not None and repeats > 1 else ""  # one probe seed has no spread
+        shown = "n/a" if value is None else f"{value:.4g}{spread}"
         unit, direction, _ = metric_info(name)
         rows.append([name, shown, unit, direction])
     click.echo(f"\n{record['name']}  ({record['status']}; folder {record['folder']})")

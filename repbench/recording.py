@@ -26,20 +26,28 @@ class Recorder:
     def open(cls, spec, learner, folder: Path, device) -> "Recorder":
         """Start (or, resuming, reopen) the records of a run that is about to train in `folder`."""
         from .data import DATASETS
-        name = run_name(learner, spec.dataset)
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
-        state = read_json(folder / "run.json") or {
-            "name": name, "learner": learner.name, "display_name": learner.display_name, "dataset": spec.dataset,
-            "preset": learner.preset, "seed": learner.seed, "spec": _spec_dict(spec),
-            "params": {**learner.params(), "augment": getattr(augment, "__name__", "none")}, "environment": environment()}
+        identity = {"name": run_name(learner, spec.dataset), "learner": learner.name,
+                    "display_name": learner.display_name, "dataset": spec.dataset, "preset": learner.preset,
+                    "seed": learner.seed}
+        return cls.start(spec, identity, {**learner.params(), "augment": getattr(augment, "__name__", "none")},
+                         folder, device)
+
+    @classmethod
+    def start(cls, spec, identity: dict, params: dict, folder: Path, device) -> "Recorder":
+        """Start the records of a run with this identity (name, learner, display name, dataset, preset, seed)."""
+        state = read_json(folder / "run.json") or {**identity, "spec": _spec_dict(spec), "params": params,
+                                                    "environment": environment()}
         tracker = MLflowTracker(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment,
                                 spec.results_dir)
-        tags = {"learner": learner.name, "display_name": learner.display_name, "dataset": spec.dataset,
-                "preset": learner.preset, "seed": str(learner.seed), "run_folder": str(folder), **spec.tags}
+        tags = {"learner": identity["learner"], "display_name": identity["display_name"],
+                "dataset": identity["dataset"], "preset": identity["preset"], "seed": str(identity["seed"]),
+                "run_folder": str(folder), **spec.tags}
         battery = {k: v for k, v in _spec_dict(spec)["battery"].items() if k != "eval_batch_size"}
-        state["mlflow_run_id"] = tracker.start(name, {**state["params"], "dataset": spec.dataset,
-                                                      "device": str(device), "env": state["environment"],
-                                                      "battery": battery}, tags, state.get("mlflow_run_id"))
+        state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
+                                                                  "device": str(device), "env": state["environment"],
+                                                                  "battery": battery}, tags,
+                                               state.get("mlflow_run_id"))
         state.update(status="RUNNING", device=str(device), error=None)
         rec = cls(spec, folder, state, tracker)
         rec.write_state()
@@ -146,3 +154,44 @@ def _spec_dict(spec) -> dict:
     from dataclasses import asdict
     return asdict(spec)
 
+
+
+def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprint: str, results_dir: Path,
+                   tracking_uri: str | None, experiment: str, progress: bool, seed: int, tags: dict) -> dict:
+    """Score representations made elsewhere and record them as a run (reusing one of the same source and
+    settings): `<name>-<dataset>-features-s<seed>-<fingerprint of the representations>`."""
+    from .battery import run_battery
+    from .measured import merge_record, missing_metrics, units_of
+    from .outside import PRESET
+    from .records import check_results_dir, find_finished, new_run_folder
+    from .runner import RunSpec
+    spec = RunSpec(learner=name, dataset=dataset, preset=PRESET, seed=seed, results_dir=results_dir,
+                   tracking_uri=tracking_uri, experiment=experiment, battery=cfg, tags=tags, progress=progress)
+    identity = {"name": f"{name}-{dataset}-{PRESET}-s{seed}", "learner": name, "display_name": name,
+                "dataset": dataset, "preset": PRESET, "seed": seed}
+    runs_root = check_results_dir(results_dir) / "runs"
+    prefix = f"{identity['name']}-{fingerprint}"
+    done = find_finished(runs_root, prefix)
+    old = read_json(done / "metrics.json") if done else {}
+    todo = missing_metrics(old, cfg) if done else list(cfg.metrics)
+    rec = Recorder.attach(spec, done) if done else Recorder.start(
+        spec, identity, {"learner": name, "source": "representations made outside repbench",
+                         "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
+                                                               "test": list(reps["test"]["mean"].shape)}},
+        new_run_folder(runs_root, prefix), "cpu")
+    if done and not todo:
+        rec.add_tags(tags)
+        return rec.result(old, "REUSED")
+    from dataclasses import asdict, replace
+    with rec.guard(keep_status=bool(done)):
+        res = run_battery(None, data, replace(cfg, metrics=tuple(todo)), seed=seed, reps=reps, progress=progress)
+        measured = {"metrics": res.metrics, "units": units_of(res.metrics), "measured_with": res.measured_with,
+                    "spectrum": res.spectrum, "probes": res.probes, "timings_s": res.timings_s,
+                    "battery": asdict(cfg)}
+        record = merge_record(old, measured) if done else {**identity, **measured, "history": []}
+        rec.save_record(record, [])
+    if done:
+        rec.add_tags(tags)
+        return rec.result(record, "REUSED", measured_now=todo)
+    rec.finish("FINISHED")
+    return rec.result(record, "FINISHED")

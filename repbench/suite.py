@@ -26,7 +26,8 @@ import yaml
 from .registry import RepbenchError
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
-              "thresholds", "baseline", "compare")
+              "thresholds", "baseline", "compare", "features")
+FEATURE_KEYS = ("name", "file", "dataset")
 LEARNER_KEYS = ("name", "options", "seeds", "datasets")
 THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
 BASELINE_KEYS = ("file", "tolerance")
@@ -64,6 +65,24 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class FeatureCell:
+    """Representations made outside repbench (an .npz, see `repbench eval --features`), scored beside the cells."""
+    display: str
+    file: Path
+    dataset: str = "external"
+    preset: str = "features"
+    seed: int = 0
+
+    def prefix(self) -> str:
+        import hashlib
+        return f"{self.display}-{self.dataset}-{self.preset}-s{self.seed}-" \
+               f"{hashlib.sha256(self.file.read_bytes()).hexdigest()[:10]}"
+
+    def __str__(self) -> str:
+        return f"{self.display} / {self.dataset} / features from {self.file.name}"
+
+
+@dataclass(frozen=True)
 class Threshold:
     metric: str
     learner: str = "*"            # display name or glob (lpvae-h*)
@@ -97,6 +116,7 @@ class Suite:
     baseline_file: Path | None = None
     tolerance: dict = field(default_factory=dict)
     compare: tuple[tuple[str, str], ...] = ()   # learner pairs (display names) whose differences the report tests
+    features: tuple[FeatureCell, ...] = ()       # outside representations scored beside the learners
 
 
 def _check_keys(obj, allowed, where: str, path: Path) -> dict:
@@ -227,8 +247,20 @@ def load_suite(path: str | Path) -> Suite:
         if _number(tol, f"tolerance of {metric}", path) < 0:
             raise RepbenchError(f"{path}: tolerance of {metric} must be >= 0, got {tol!r}")
     baseline_file = (path.parent / str(base["file"])) if base.get("file") else None
+    features = tuple(_feature(f, path) for f in _list(raw, "features", path, []))
     return Suite(str(raw.get("name") or path.stem), path, cells, str(raw.get("description") or ""), battery,
-                 thresholds, baseline_file, tolerance, _pairs(raw, path, {c.display for c in cells}))
+                 thresholds, baseline_file, tolerance,
+                 _pairs(raw, path, {c.display for c in cells} | {f.display for f in features}), features)
+
+
+def _feature(item, path: Path) -> FeatureCell:
+    _check_keys(item, FEATURE_KEYS, "a features entry", path)
+    if not isinstance(item.get("name"), str) or not isinstance(item.get("file"), str):
+        raise RepbenchError(f"{path}: a features entry needs a name and a file (name: mine, file: mine.npz)")
+    file = (path.parent / item["file"]).resolve()
+    if not file.is_file():
+        raise RepbenchError(f"{path}: features file {file} does not exist")
+    return FeatureCell(item["name"], file, str(item.get("dataset", "external")))
 
 
 def _pairs(raw: dict, path: Path, displays: set[str]) -> tuple[tuple[str, str], ...]:
@@ -270,7 +302,17 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
     else:
         _run_parallel(specs, jobs, tracking_uri, results_dir, done)
     bar.close()
-    return outcomes
+    return outcomes + [_score_features(suite, f, results_dir, tracking_uri) for f in suite.features]
+
+
+def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None) -> dict:
+    from .outside import evaluate_features
+    try:
+        record = evaluate_features(cell.file, name=cell.display, dataset=cell.dataset, battery=suite.battery,
+                                   results_dir=results_dir, tracking_uri=tracking_uri, tags={"suite": suite.name})
+        return {"cell": cell, "status": record["status"], "record": record}
+    except RepbenchError as exc:
+        return {"cell": cell, "status": "FAILED", "error": str(exc)}
 
 
 def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
@@ -331,7 +373,7 @@ def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:
     """The newest finished run's record for each cell of the suite (cells never run are absent)."""
     from .records import find_finished, read_json
     out = []
-    for cell in suite.cells:
+    for cell in suite.cells + suite.features:
         try:
             folder = find_finished(Path(results_dir) / "runs", cell.prefix())
         except RepbenchError:

@@ -1,0 +1,126 @@
+"""Representations made outside repbench, on the same leaderboard: precomputed features (`repbench eval --features
+FILE.npz`) or any encoder callable (`repbench.evaluate(encode, dataset)`), scored by every metric that needs only
+representations and labels, and recorded as a run like any other (folder, run.json, MLflow)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .battery import BatteryConfig, battery_for, run_battery
+from .data import ImageData, load_dataset
+from .registry import RepbenchError
+
+ARRAYS = ("train", "train_y", "test", "test_y")
+PRESET = "features"  # how these runs show in tables: not trained by repbench at any preset
+
+
+def read_features(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of a features file, checked: N x d finite floats and N integer labels per split."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise RepbenchError(f"cannot read features file {path}: {str(exc).splitlines()[0][:150]} (expected an .npz "
+                            f"with arrays {', '.join(ARRAYS)})") from None
+    missing = [k for k in ARRAYS if k not in arrays]
+    if missing:
+        raise RepbenchError(f"{path} lacks the array(s) {', '.join(missing)}; it needs {', '.join(ARRAYS)} "
+                            f"(np.savez(path, train=..., train_y=..., test=..., test_y=...))")
+    check_arrays(arrays, str(path))
+    return arrays
+
+
+def check_arrays(a: dict, where: str) -> None:
+    for split in ("train", "test"):
+        x, y = np.asarray(a[split]), np.asarray(a[f"{split}_y"])
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number) or x.shape[1] == 0:
+            raise RepbenchError(f"{where}: '{split}' must be an N x d array of numbers, got shape {x.shape} {x.dtype}")
+        if not np.isfinite(x).all():
+            raise RepbenchError(f"{where}: '{split}' has {int((~np.isfinite(x)).sum())} NaN or infinite values")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(x):
+            raise RepbenchError(f"{where}: '{split}_y' must be {len(x)} integer labels, got shape {y.shape} {y.dtype}")
+        if len(x) < 2:
+            raise RepbenchError(f"{where}: '{split}' has {len(x)} rows; at least 2 are needed")
+    if np.asarray(a["train"]).shape[1] != np.asarray(a["test"]).shape[1]:
+        raise RepbenchError(f"{where}: train and test representations differ in width "
+                            f"({np.asarray(a['train']).shape[1]} vs {np.asarray(a['test']).shape[1]})")
+
+
+def representation_metrics(cfg: BatteryConfig) -> BatteryConfig:
+    """The battery restricted to metrics that need only representations and labels."""
+    from dataclasses import replace
+    from .metrics import METRICS
+    chosen = tuple(m for m in cfg.metrics if set(METRICS.get(m).needs) <= {"representations", "labels"})
+    if not chosen:
+        raise RepbenchError(f"none of the metrics {', '.join(cfg.metrics)} can score bare representations; "
+                            f"choose among intrinsic_dim, linear_probe, nonlinear_probe, label_efficiency")
+    return replace(cfg, metrics=chosen)
+
+
+def score(arrays: dict, name: str, dataset: str, cfg: BatteryConfig, *, fingerprint: str, results_dir=None,
+          tracking_uri: str | None = None, experiment: str = "repbench", progress: bool = False, seed: int = 0,
+          tags: dict | None = None) -> dict:
+    """Run the representation metrics on the arrays; record a run unless `results_dir` is None."""
+    cfg = representation_metrics(cfg)
+    train_y, test_y = (torch.as_tensor(np.asarray(arrays[k]), dtype=torch.long) for k in ("train_y", "test_y"))
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    data = ImageData(dataset, torch.zeros(len(train_y), 1, 1, 1, dtype=torch.uint8), train_y,
+                     torch.zeros(len(test_y), 1, 1, 1, dtype=torch.uint8), test_y, classes)
+    reps = {split: {"mean": torch.as_tensor(np.asarray(arrays[split]), dtype=torch.float32)}
+            for split in ("train", "test")}
+    if results_dir is None:
+        res = run_battery(None, data, cfg, seed=seed, reps=reps, progress=progress)
+        return {"name": name, "metrics": res.metrics, "measured_with": res.measured_with, "status": "EVALUATED"}
+    from .recording import record_outside
+    return record_outside(name, dataset, cfg, data, reps, fingerprint=fingerprint, results_dir=Path(results_dir),
+                          tracking_uri=tracking_uri, experiment=experiment, progress=progress, seed=seed,
+                          tags=tags or {})
+
+
+def evaluate_features(path: Path, *, name: str | None = None, dataset: str = "external", battery: dict | None = None,
+                      **kw) -> dict:
+    """`repbench eval --features FILE.npz`."""
+    arrays = read_features(path)
+    fingerprint = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+    return score(arrays, name or Path(path).stem, dataset, battery_for("quick", battery), fingerprint=fingerprint,
+                 **kw)
+
+
+def evaluate(encode, dataset: str | ImageData = "mnist5k", *, name: str | None = None, preset: str = "quick",
+             battery: dict | None = None, batch_size: int = 500, results_dir: str | Path | None = "results",
+             **kw) -> dict:
+    """Score any callable that maps uint8 images [N, C, H, W] to an N x d tensor or array (a torch module, a
+    scikit-learn transformer's `transform` wrapped to take images, a function) on a dataset's fixed split, with
+    the preset's data limits and battery; recorded as a run under `results_dir` (None: only returned)."""
+    from .config import TRAIN_PRESETS, check_preset
+    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    limits = TRAIN_PRESETS[check_preset(preset)]
+    data = data.limit(limits.train_limit, limits.test_limit)
+    arrays = {"train": _encode_all(encode, data.train_x, batch_size), "train_y": data.train_y.numpy(),
+              "test": _encode_all(encode, data.test_x, batch_size), "test_y": data.test_y.numpy()}
+    check_arrays(arrays, f"the output of {getattr(encode, '__name__', type(encode).__name__)}")
+    h = hashlib.sha256()
+    for key in ("train", "test"):
+        h.update(np.ascontiguousarray(arrays[key], dtype=np.float32).tobytes())
+    label = name or getattr(encode, "__name__", type(encode).__name__).lower()
+    return score(arrays, label, data.name, battery_for(preset, battery), fingerprint=h.hexdigest()[:10],
+                 results_dir=results_dir, **kw)
+
+
+def _encode_all(encode, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            out = encode(x[i:i + batch_size])
+            out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+            if out.ndim != 2 or len(out) != len(x[i:i + batch_size]):
+                raise RepbenchError(f"the encoder must map {len(x[i:i + batch_size])} images to a "
+                                    f"{len(x[i:i + batch_size])} x d array, got shape {out.shape}")
+            outs.append(out.astype(np.float32))
+    return np.concatenate(outs)
+
+
