@@ -1,4 +1,7 @@
 """repbench: a benchmark and leaderboard harness for representation quality."""
+from .malloc import tune as _tune_malloc
+
+_tune_malloc()  # before torch allocates anything: see repbench/malloc.py
 from .api import (ABILITIES, LEARNERS, ImageGenerator, LabelUser, Learner, Likelihood, Posterior, create_learner,
                   has_ability, list_learners, load_learner)
 from .config import PRESETS, TrainConfig

@@ -1,0 +1,45 @@
+"""The tuned malloc keeps freed tensor memory for reuse (few page faults) and changes no number."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r"""
+import json, resource, repbench, torch
+from repbench.malloc import tune
+torch.manual_seed(0)
+x = torch.randn(4, 4)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):  # a 64 MB tensor made, touched and freed, as activations are every step
+    t = torch.empty(16 * 1024 * 1024)
+    t.fill_(1.0)
+    del t
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+learner = repbench.create_learner("lpvae", h=1, preset="smoke", image_shape=(1, 12, 12))
+batch = repbench.data.make_synthetic(40, 10).train_x
+module = learner.module.train()
+loss = learner.loss(module, batch)
+loss.backward()
+grads = [float(p.grad.double().pow(2).sum()) for p in module.parameters()]
+print(json.dumps({"mode": tune(), "faults": faults, "loss": float(loss), "grads": grads}))
+"""
+
+
+def probe(mode: str) -> dict:
+    env = {**os.environ, "REPBENCH_MALLOC": mode, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is what is tuned")
+def test_tuned_malloc_reuses_memory_and_changes_no_number():
+    tuned, system = probe("tuned"), probe("system")
+    if tuned["mode"] != "glibc-tuned":
+        pytest.skip(f"malloc is not glibc's here ({tuned['mode']})")
+    pages = 64 * 1024 * 1024 // 4096
+    assert system["mode"] == "system" and system["faults"] > 10 * pages  # a fresh mmap every time
+    assert tuned["faults"] < 2 * pages  # touched once, then reused
+    assert tuned["loss"] == system["loss"] and tuned["grads"] == system["grads"]
