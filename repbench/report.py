@@ -241,10 +241,10 @@ def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
         ours = df[(df["dataset"].map(lambda d: PAPER_DATASET.get(d, d)) == p["dataset"]) &
                   (df["learner"] == p["learner"])]
         for (dataset, preset), g in ours.groupby(["dataset", "preset"]):
-            scale = ("" if preset == "paper" else f" ({preset} scale)") + \
+            scale = (preset if preset == "paper" else f"{preset}-scale run") + \
                 (f", on {dataset}" if dataset != p["dataset"] else "")
-            published = f"{p['value']:g}" + (f" ± {p['std']:g}" if p.get("std") is not None else "")
-            rows.append([p["learner"], p["dataset"], header(p["metric"]), preset + scale, _column(g, p["metric"]),
+            published = f"{p['value']}" + (f" ± {p['std']}" if p.get("std") is not None else "")
+            rows.append([p["learner"], p["dataset"], header(p["metric"]), scale, _column(g, p["metric"]),
                          Stat(published, float(p["value"])), p["source"]])
     return Section("paper", "Beside the paper's published numbers",
                    ["learner", "dataset", "metric", "our preset", "repbench", "paper", "source"], rows, labels=4,
