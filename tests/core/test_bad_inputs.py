@@ -132,7 +132,7 @@ CASES = [
     ("truncated-cifar", ["run", "--dataset", "cifar10", "--preset", "smoke", "--data-root", "{x}"], 2,
      r"cannot read CIFAR-10", truncated_cifar),
     # ---- eval
-    ("eval-neither", ["eval"], 2, r"give exactly one of --run RUN_ID and --checkpoint PATH", None),
+    ("eval-neither", ["eval"], 2, r"give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz", None),
     ("eval-no-such-run", ["eval", "--run", "nosuchrun"], 2, r"no run 'nosuchrun'", None),
     ("eval-missing-checkpoint", ["eval", "--checkpoint", "{tmp}/none.pt"], 2, r"does not exist", None),
     ("eval-other-dataset", ["eval", "--run", "{run}", "--dataset", "mnist5k"], 2, r"was trained on synthetic", None),

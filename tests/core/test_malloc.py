@@ -41,5 +41,6 @@ def test_tuned_malloc_reuses_memory_and_changes_no_number():
         pytest.skip(f"malloc is not glibc's here ({tuned['mode']})")
     pages = 64 * 1024 * 1024 // 4096
     assert system["mode"] == "system" and system["faults"] > 10 * pages  # a fresh mmap every time
-    assert tuned["faults"] < 2 * pages  # touched once, then reused
+    # touched a few times at most (the heap grows in steps), then reused; untuned, all 20 times fresh
+    assert tuned["faults"] < 5 * pages < system["faults"] / 4
     assert tuned["loss"] == system["loss"] and tuned["grads"] == system["grads"]
