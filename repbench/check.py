@@ -11,10 +11,12 @@ from .registry import RepbenchError
 from .suite import Suite, latest_results
 
 
-def grouped(suite: Suite, results_dir: Path) -> dict[tuple[str, str, str], dict[str, float | None]]:
-    """(learner, dataset, preset) -> metric -> mean over the seeds that have finished runs."""
+def grouped(suite: Suite, results_dir: Path, tracking_uri: str | None = None
+            ) -> dict[tuple[str, str, str], dict[str, float | None]]:
+    """(learner, dataset, preset) -> metric -> mean over the seeds that have finished runs (from the run folders,
+    or with `tracking_uri` from that store alone)."""
     by: dict[tuple[str, str, str], list[dict]] = {}
-    for cell, rec in latest_results(suite, results_dir):
+    for cell, rec in latest_results(suite, results_dir, tracking_uri):
         by.setdefault((cell.display, cell.dataset, cell.preset), []).append(rec["metrics"])
     out = {}
     for key, runs in by.items():
@@ -24,9 +26,9 @@ def grouped(suite: Suite, results_dir: Path) -> dict[tuple[str, str, str], dict[
     return out
 
 
-def check_suite(suite: Suite, results_dir: Path) -> tuple[list[str], list[str]]:
+def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> tuple[list[str], list[str]]:
     """(failures, passes) as printable lines; a cell with no finished run fails every threshold that covers it."""
-    results = grouped(suite, results_dir)
+    results = grouped(suite, results_dir, tracking_uri)
     expected = {(c.display, c.dataset, c.preset) for c in suite.cells}
     failures, passes = [], []
     for key in sorted(expected - set(results)):
@@ -72,10 +74,10 @@ def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]
     return failures, passes
 
 
-def write_baseline(suite: Suite, results_dir: Path) -> Path:
+def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> Path:
     if suite.baseline_file is None:
         raise RepbenchError(f"{suite.path} names no baseline file (add `baseline: {{file: ..., tolerance: ...}}`)")
-    results = grouped(suite, results_dir)
+    results = grouped(suite, results_dir, tracking_uri)
     if not results:
         raise RepbenchError(f"no finished runs of suite '{suite.name}' under {results_dir}; run it first")
     untrusted = [f"{m} of {k[0]}" for k, v in sorted(results.items()) for m, x in v.items()

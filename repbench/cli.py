@@ -267,17 +267,30 @@ def ls():
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cells to run at once, each in its own process with an equal share of the cores "
                    "(on CPU, --jobs equal to the core count gives the most images per second).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run each cell as a task on this Ray cluster (auto, HOST:PORT, ray://HOST:10001), with an "
+                   "MLflow server (--tracking-uri) as the shared record. Needs pip install 'repbench[ray]'.")
+@click.option("--cpus-per-cell", type=click.FloatRange(min=0), default=None,
+              help="With --ray: CPUs each cell asks for [the suite's ray: key, else 1].")
+@click.option("--gpus-per-cell", type=click.FloatRange(min=0), default=None,
+              help="With --ray: GPUs each cell asks for [the suite's ray: key, else 1 where the cluster has GPUs].")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, metavar="EPOCHS",
+              help="With --ray: send each cell's checkpoint to the server every EPOCHS epochs, for a retry on "
+                   "another node to resume from [the suite's ray: key, else 10 for paper, 1 otherwise].")
 @friendly(RESUME_ADVICE["suite"])
-def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet, jobs):
+def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet, jobs, ray_address, cpus_per_cell,
+          gpus_per_cell, checkpoint_every):
     """Run every cell of a suite (learners x datasets x presets x seeds); finished cells are reused."""
     from tabulate import tabulate
     from .metrics import summary_metrics
     from .runner import resolve_device
     from .suite import load_suite, run_suite
-    resolve_device(device)
+    ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
+    if ray is None:
+        resolve_device(device)
     spec = load_suite(suite_file)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
-                         progress=not quiet, data_root=data_root, jobs=jobs)
+                         progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
     columns = [m for m in summary_metrics() if m != "nonlinear_probe"]
     rows = [[str(o["cell"]), o["status"]] + [_fmt(o.get("record", {}).get("metrics", {}), k) for k in columns]
             + [o.get("error", "")] for o in outcomes]
@@ -290,6 +303,23 @@ def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet
         sys.exit(1)
 
 
+def ray_options(address, device, jobs, cpus, gpus, every):
+    """The cluster options of `suite`, or None to run on this machine; options that need the other are refused."""
+    if address is None:
+        given = [f for f, v in (("--cpus-per-cell", cpus), ("--gpus-per-cell", gpus), ("--checkpoint-every", every))
+                 if v is not None]
+        if given:
+            raise RepbenchError(f"{given[0]} applies to cells run on a Ray cluster: add --ray ADDRESS")
+        return None
+    if device != "auto":
+        raise RepbenchError("with --ray each cell uses the device Ray gives it (see --gpus-per-cell); leave out --device")
+    if jobs != 1:
+        raise RepbenchError("with --ray the cluster runs as many cells at once as its resources hold (see "
+                            "--cpus-per-cell); leave out --jobs")
+    from .cluster import RayOptions
+    return RayOptions(address, cpus, gpus, every)
+
+
 def _fmt(metrics: dict, key: str) -> str:
     """A value for a console table: blank when not measured, n/a when it does not apply."""
     if key not in metrics:
@@ -299,7 +329,8 @@ def _fmt(metrics: dict, key: str) -> str:
 
 @cli.command()
 @click.option("--suite", "suite_file", type=click.Path(path_type=Path), default=None,
-              help="Report the newest finished run of each cell of this suite (and its compare pairs).")
+              help="Report the newest finished run of each cell of this suite (and its compare pairs): from the "
+                   "run folders, or with --tracking-uri from that MLflow store alone.")
 @click.option("--experiment", default="repbench", show_default=True, help="Without --suite: MLflow experiment.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Without --suite: MLflow tag filters.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "html"]), default="markdown",
@@ -320,9 +351,9 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     from .suite import load_suite
     from .tracking import default_tracking_uri
     compare = ()
-    if suite_file:
+    if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
-        records, title, compare = records_from_suite(spec, results_dir), spec.name, spec.compare
+        records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
     else:
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,
@@ -349,18 +380,19 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
 
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
-@shared("results_dir")
+@shared("results_dir", "tracking_uri")
 @click.option("--write-baseline", is_flag=True, help="Store the current results as the suite's baseline.")
 @friendly()
-def check(suite_file, results_dir, write_baseline):
-    """Compare a suite's newest results with its thresholds and baseline; exit 1 on a regression."""
+def check(suite_file, results_dir, tracking_uri, write_baseline):
+    """Compare a suite's newest results (from the run folders, or with --tracking-uri from that MLflow store
+    alone) with its thresholds and baseline; exit 1 on a regression."""
     from .check import check_suite, write_baseline as write
     from .suite import load_suite
     spec = load_suite(suite_file)
     if write_baseline:
-        click.echo(f"baseline written to {write(spec, results_dir)}")
+        click.echo(f"baseline written to {write(spec, results_dir, tracking_uri)}")
         return
-    failures, passes = check_suite(spec, results_dir)
+    failures, passes = check_suite(spec, results_dir, tracking_uri)
     for line in passes + failures:
         click.echo(line)
     if failures:

@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .records import environment, read_json, run_name, write_json
+from .records import environment, read_json, run_name, run_prefix, write_json
 from .registry import RepbenchError
 from .train import WriteError
 from .tracking import MLflowTracker, default_tracking_uri
@@ -31,23 +31,25 @@ class Recorder:
                     "display_name": learner.display_name, "dataset": spec.dataset, "preset": learner.preset,
                     "seed": learner.seed}
         return cls.start(spec, identity, {**learner.params(), "augment": getattr(augment, "__name__", "none")},
-                         folder, device)
+                         folder, device, key=run_prefix(learner, spec.dataset, spec.augment))
 
     @classmethod
-    def start(cls, spec, identity: dict, params: dict, folder: Path, device) -> "Recorder":
-        """Start the records of a run with this identity (name, learner, display name, dataset, preset, seed)."""
+    def start(cls, spec, identity: dict, params: dict, folder: Path, device, key: str | None = None) -> "Recorder":
+        """Start the records of a run with this identity (name, learner, display name, dataset, preset, seed).
+        `key` (the run folder prefix: name and configuration hash) is tagged `config_key`, so that a tracking
+        server alone can tell which runs are of one configuration (cluster.py, a suite's report)."""
         state = read_json(folder / "run.json") or {**identity, "spec": _spec_dict(spec), "params": params,
                                                     "environment": environment()}
         tracker = MLflowTracker(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment,
                                 spec.results_dir)
         tags = {"learner": identity["learner"], "display_name": identity["display_name"],
                 "dataset": identity["dataset"], "preset": identity["preset"], "seed": str(identity["seed"]),
-                "run_folder": str(folder), **spec.tags}
+                "run_folder": str(folder), **({"config_key": key} if key else {}), **spec.tags}
         battery = {k: v for k, v in _spec_dict(spec)["battery"].items() if k != "eval_batch_size"}
         state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
                                                                   "device": str(device), "env": state["environment"],
                                                                   "battery": battery}, tags,
-                                               state.get("mlflow_run_id"))
+                                               state.get("mlflow_run_id") or spec.mlflow_run_id)
         state.update(status="RUNNING", device=str(device), error=None)
         rec = cls(spec, folder, state, tracker)
         rec.write_state()
@@ -83,6 +85,13 @@ class Recorder:
 
     def log_epoch(self, record: dict) -> None:
         self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        if self.spec.checkpoint_every and record["epoch"] % self.spec.checkpoint_every == 0:
+            self.upload_checkpoint()
+
+    def upload_checkpoint(self) -> None:
+        """Send the last finished epoch's checkpoint to the tracking server: a cluster cell's folder is scratch,
+        and a retry on another node resumes from what the server holds."""
+        self.tracker.log_artifact(self.folder / "checkpoint.pt", link=True)
 
     def save_record(self, record: dict, artifacts: list[Path]) -> None:
         write_json(self.folder / "metrics.json", record)
@@ -118,6 +127,8 @@ class Recorder:
             self._end("FAILED", str(exc), keep_status, free_space=isinstance(exc, WriteError))
             raise
         except KeyboardInterrupt:
+            if self.spec.checkpoint_every and not keep_status:  # a cancelled cluster cell resumes from here
+                self.upload_checkpoint()
             self._end("KILLED", "interrupted; the last finished epoch's checkpoint is kept", keep_status)
             raise
         except OSError as exc:  # a full disk or a read-only folder met outside our own writers (a figure, ...)
@@ -178,7 +189,7 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
         spec, identity, {"learner": name, "source": "representations made outside repbench",
                          "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
                                                                "test": list(reps["test"]["mean"].shape)}},
-        new_run_folder(runs_root, prefix), "cpu")
+        new_run_folder(runs_root, prefix), "cpu", key=prefix)
     if done and not todo:
         rec.add_tags(tags)
         return rec.result(old, "REUSED")

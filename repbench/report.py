@@ -68,10 +68,11 @@ def table_values(metrics: dict, not_applicable=()) -> dict:
     return out
 
 
-def records_from_suite(suite, results_dir: Path) -> list[dict]:
+def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None) -> list[dict]:
+    """The newest finished run of each cell: from the run folders, or with `tracking_uri` from that store alone."""
     from .suite import latest_results
     rows = []
-    for cell, rec in latest_results(suite, results_dir):
+    for cell, rec in latest_results(suite, results_dir, tracking_uri):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
                      **table_values(rec.get("metrics", {})), "_spectrum": rec.get("spectrum") or [],
                      "_history": rec.get("history") or [], "_record": rec})

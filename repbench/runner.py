@@ -43,6 +43,10 @@ class RunSpec:
     battery: BatteryConfig = BatteryConfig()
     reuse: bool = False  # complete the newest finished run of this configuration instead of training again
     tags: dict = field(default_factory=dict)
+    # A cluster cell's folder is scratch on its node: its checkpoint goes to the tracking server every N epochs
+    # (0: never), and a cell restarted elsewhere continues the MLflow run it began (see cluster.py).
+    checkpoint_every: int = 0
+    mlflow_run_id: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:

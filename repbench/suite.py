@@ -10,6 +10,7 @@
     thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]                       # optional
     compare: [[vae, lpvae-h2]]        # optional: differences with confidence intervals over seeds
     baseline: {file: baselines/smoke.json, tolerance: {bpd: 0.05}}                         # optional
+    ray: {cpus_per_cell: 1, gpus_per_cell: 0, checkpoint_every: 1}    # optional: cells as Ray tasks (--ray)
 
 Unknown keys anywhere are errors that name the key and the file.
 """
@@ -26,11 +27,12 @@ import yaml
 from .registry import RepbenchError
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
-              "thresholds", "baseline", "compare", "features")
+              "thresholds", "baseline", "compare", "features", "ray")
 FEATURE_KEYS = ("name", "file", "dataset")
 LEARNER_KEYS = ("name", "options", "seeds", "datasets")
 THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
 BASELINE_KEYS = ("file", "tolerance")
+RAY_KEYS = ("cpus_per_cell", "gpus_per_cell", "checkpoint_every")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Suite:
     tolerance: dict = field(default_factory=dict)
     compare: tuple[tuple[str, str], ...] = ()   # learner pairs (display names) whose differences the report tests
     features: tuple[FeatureCell, ...] = ()       # outside representations scored beside the learners
+    ray: dict = field(default_factory=dict)     # resources of a cell run as a Ray task (see cluster.py)
 
 
 def _check_keys(obj, allowed, where: str, path: Path) -> dict:
@@ -250,7 +253,21 @@ def load_suite(path: str | Path) -> Suite:
     features = tuple(_feature(f, path) for f in _list(raw, "features", path, []))
     return Suite(str(raw.get("name") or path.stem), path, cells, str(raw.get("description") or ""), battery,
                  thresholds, baseline_file, tolerance,
-                 _pairs(raw, path, {c.display for c in cells} | {f.display for f in features}), features)
+                 _pairs(raw, path, {c.display for c in cells} | {f.display for f in features}), features,
+                 _ray(raw, path))
+
+
+def _ray(raw: dict, path: Path) -> dict:
+    """The `ray:` key: CPUs and GPUs per cell (numbers >= 0, fractions allowed, as Ray takes them) and epochs
+    between checkpoint uploads (an integer >= 1)."""
+    ray = dict(_check_keys(raw.get("ray") or {}, RAY_KEYS, "ray", path))
+    for key in ("cpus_per_cell", "gpus_per_cell"):
+        if key in ray and (_number(ray[key], f"ray: {key}", path) or 0) < 0:
+            raise RepbenchError(f"{path}: ray: {key} must be >= 0, got {ray[key]!r}")
+    every = ray.get("checkpoint_every")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise RepbenchError(f"{path}: ray: checkpoint_every must be an integer >= 1 (epochs), got {every!r}")
+    return ray
 
 
 def _feature(item, path: Path) -> FeatureCell:
@@ -278,24 +295,35 @@ def _pairs(raw: dict, path: Path, displays: set[str]) -> tuple[tuple[str, str], 
 # ---------------------------------------------------------------------------------------------- running
 def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: str = "auto",
               tracking_uri: str | None = None, progress: bool = True, data_root: str | None = None,
-              jobs: int = 1) -> list[dict]:
+              jobs: int = 1, ray=None) -> list[dict]:
     """Run every cell; finished cells with the same configuration are reused unless `rerun`. A failing cell is
     recorded and the others still run. `jobs` > 1 runs cells in that many processes, splitting the cores
     between them: on a small CPU, one process per core trains more images per second in all than one
-    process using every core, because the head's small matrix multiplies do not scale across threads."""
+    process using every core, because the head's small matrix multiplies do not scale across threads.
+    `ray` (cluster.RayOptions) runs each cell as a task on a Ray cluster instead, with a tracking server as
+    the shared record."""
     from tqdm.auto import tqdm
     if jobs < 1:
         raise RepbenchError(f"--jobs must be >= 1, got {jobs}")
     specs = [(cell, _cell_spec(suite, cell, results_dir, rerun, device, tracking_uri, data_root))
              for cell in suite.cells]
+    session = None
+    if ray is not None and specs:  # connected before the bar: a wrong address or store is one line, no work
+        from .cluster import connect
+        from .tracking import default_tracking_uri
+        session = connect(ray, suite, tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment)
     bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
     outcomes: list[dict | None] = [None] * len(specs)
 
     def done(i: int, outcome: dict) -> None:
         outcomes[i] = outcome
         bar.update()
-        bar.write(f"{outcome['status']:<8} {outcome['cell']}")
-    if jobs == 1 or len(specs) == 1:
+        bar.write(f"{outcome['status']:<8} {outcome['cell']}" + (f"  on {outcome['node']}" if "node" in outcome
+                                                                   else ""))
+    if session is not None:
+        from .cluster import run_on_ray
+        run_on_ray(session, specs, done)
+    elif jobs == 1 or len(specs) == 1:
         for i, (cell, spec) in enumerate(specs):
             bar.set_postfix_str(str(cell))
             done(i, run_cell(cell, spec))
@@ -369,9 +397,12 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
             raise
 
 
-def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:
-    """The newest finished run's record for each cell of the suite (cells never run are absent)."""
+def latest_results(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> list[tuple[Cell, dict]]:
+    """The newest finished run's record for each cell of the suite (cells never run are absent): from the run
+    folders under `results_dir`, or with `tracking_uri` from that store alone (a cluster's shared record)."""
     from .records import find_finished, read_json
+    if tracking_uri is not None:
+        return server_results(suite, tracking_uri)
     out = []
     for cell in suite.cells + suite.features:
         try:
@@ -380,4 +411,32 @@ def latest_results(suite: Suite, results_dir: Path) -> list[tuple[Cell, dict]]:
             continue  # a cell whose options are invalid has no runs
         if folder is not None:
             out.append((cell, {**read_json(folder / "metrics.json"), "_folder": str(folder)}))
+    return out
+
+
+def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench") -> list[tuple[Cell, dict]]:
+    """The newest FINISHED run of each cell in a tracking store, found by its configuration key (tag
+    `config_key`), with its record (metrics.json) fetched from the store: no run folder is needed."""
+    import tempfile
+    from .records import read_json
+    from .tracking import cell_runs, connect, download, unreachable
+    problem = unreachable(tracking_uri)
+    if problem:
+        raise RepbenchError(problem)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            client = connect(tracking_uri)
+            for i, cell in enumerate(suite.cells + suite.features):
+                try:
+                    key = cell.prefix()
+                except RepbenchError:
+                    continue  # a cell whose options are invalid has no runs
+                runs = cell_runs(client, experiment, key, "FINISHED")
+                folder = Path(tmp) / str(i)
+                if runs and download(client, runs[0].info.run_id, ("metrics.json",), folder):
+                    out.append((cell, {**read_json(folder / "metrics.json"), "mlflow_run_id": runs[0].info.run_id}))
+        except Exception as exc:  # a store that fails mid-way: one line, not MLflow's traceback
+            raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
+                                f"{(str(exc).splitlines() or [''])[0][:200]}") from None
     return out

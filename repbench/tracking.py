@@ -39,6 +39,7 @@ def connect(uri: str):
     import logging
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per fetched file is noise
     for noisy in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
@@ -156,8 +157,9 @@ class MLflowTracker:
     def _start(self, run_name, params, tags, run_id):
         from mlflow.entities import Param, RunTag
         self._connect()
-        if run_id is not None:  # resuming: reopen the same run
+        if run_id is not None:  # resuming: reopen the same run, with this start's tags (its folder, its node)
             self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
             self.run_id = run_id
             return run_id
         run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
@@ -263,3 +265,25 @@ def reconcile(results_dir: Path, uri: str) -> int:
             tmp.replace(path)
             fixed += 1
     return fixed
+
+
+# ------------------------------------------------------------------------------------------ the shared record
+def cell_runs(client, experiment: str, key: str, status: str | None = None) -> list:
+    """The runs of one configuration (tag `config_key`, the run folder prefix) in an experiment, newest first,
+    optionally only those with `status`; none where the experiment does not exist."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or "'" in key:
+        return []
+    where = f"tags.config_key = '{key}'" + (f" and attributes.status = '{status}'" if status else "")
+    return client.search_runs([exp.experiment_id], filter_string=where, order_by=["attributes.start_time DESC"],
+                              max_results=1000)
+
+
+def download(client, run_id: str, names: tuple[str, ...], folder: Path) -> list[str]:
+    """Fetch top-level artifacts of a run into `folder` (through the server); return the names it had."""
+    have = {a.path for a in client.list_artifacts(run_id)}
+    folder.mkdir(parents=True, exist_ok=True)
+    got = [n for n in names if n in have]
+    for name in got:
+        client.download_artifacts(run_id, name, str(folder))
+    return got

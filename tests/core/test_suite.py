@@ -318,3 +318,11 @@ def test_latex_tables_compile_with_pdflatex(ran, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
     assert "Overfull \\hbox" not in done.stdout, "a table is wider than the page"
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_ray_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where Ray is not installed
+    out = CliRunner().invoke(cli, ["suite", str(Path(__file__).resolve().parents[2] / "benchmarks" / "smoke.yaml"),
+                                   "--ray", "auto", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 2 and out.stderr == "error: --ray needs Ray, which is not installed here: " \
+                                                "pip install 'repbench[ray]'\n", out.output
