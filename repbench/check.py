@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .registry import RepbenchError
-from .suite import Suite, latest_results
+from .suite import Suite
+from .suite_run import latest_results
 
 
 def grouped(suite: Suite, results_dir: Path, tracking_uri: str | None = None

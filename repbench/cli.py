@@ -270,7 +270,7 @@ def ls():
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run each cell as a task on this Ray cluster (auto, HOST:PORT, ray://HOST:10001), with an "
                    "MLflow server (--tracking-uri) as the shared record. Needs pip install 'repbench[ray]'.")
-@click.option("--cpus-per-cell", type=click.FloatRange(min=0), default=None,
+@click.option("--cpus-per-cell", type=click.FloatRange(min=0, min_open=True), default=None,
               help="With --ray: CPUs each cell asks for [the suite's ray: key, else 1].")
 @click.option("--gpus-per-cell", type=click.FloatRange(min=0), default=None,
               help="With --ray: GPUs each cell asks for [the suite's ray: key, else 1 where the cluster has GPUs].")
@@ -284,7 +284,8 @@ def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet
     from tabulate import tabulate
     from .metrics import summary_metrics
     from .runner import resolve_device
-    from .suite import load_suite, run_suite
+    from .suite import load_suite
+    from .suite_run import run_suite
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
         resolve_device(device)

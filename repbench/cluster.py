@@ -1,7 +1,7 @@
 """Suites on a Ray cluster, with an MLflow tracking server as the shared record (`repbench suite FILE --ray ADDR`).
 
 The head submits each cell as a Ray task with the resources it asks for; the task runs exactly what a local cell
-runs (`suite.run_cell` on `suite._cell_spec`'s RunSpec), on the device Ray gave it. Workers share no disk with the
+runs (`suite_run.run_cell` on `suite_run._cell_spec`'s RunSpec), on the device Ray gave it. Workers share no disk with the
 head, so the server is the source of truth and a task's results folder is scratch on its node:
 
 - before training, the task looks the cell up in the server by its configuration key (tag `config_key`: the run
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
@@ -147,6 +148,8 @@ def resources(ray, options: RayOptions, from_suite: dict) -> tuple[float, float]
 
 def wait_all(ray, refs: dict, items, done) -> None:
     pending = list(refs)
+    # A scheduler's or `timeout`'s SIGTERM stops the cells as Ctrl-C does, instead of Ray's fatal-signal dump.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -157,6 +160,10 @@ def wait_all(ray, refs: dict, items, done) -> None:
             ray.cancel(ref)
         ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
         raise
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def outcome(ray, ref, cell) -> dict:
@@ -171,7 +178,7 @@ def run_remote(cell, spec) -> dict:
     """A cell as a Ray task: run in a scratch folder on this node, its record fetched from and sent to the server."""
     import ray
     import torch
-    from .suite import run_cell
+    from .suite_run import run_cell
     node = node_name(ray)
     scratch = Path(tempfile.mkdtemp(prefix="repbench-cell-"))
     try:

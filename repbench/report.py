@@ -70,7 +70,7 @@ def table_values(metrics: dict, not_applicable=()) -> dict:
 
 def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None) -> list[dict]:
     """The newest finished run of each cell: from the run folders, or with `tracking_uri` from that store alone."""
-    from .suite import latest_results
+    from .suite_run import latest_results
     rows = []
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,

@@ -98,7 +98,8 @@ def test_evaluate_scores_any_encoder_and_the_run_appears_beside_learners(tmp_pat
 
 def test_a_suite_scores_its_features_beside_its_learners(tmp_path):
     from repbench.report import records_from_suite
-    from repbench.suite import load_suite, run_suite
+    from repbench.suite import load_suite
+    from repbench.suite_run import run_suite
     ytr, yte = labels(600), labels(200)
     features(tmp_path / "oracle.npz", np.eye(10)[ytr], np.eye(10)[yte], ytr, yte)
     (tmp_path / "s.yaml").write_text("name: mixed\nlearners: [pca]\ndatasets: [synthetic]\npresets: [smoke]\n"

@@ -18,7 +18,8 @@ from repbench.check import check_suite, write_baseline
 from repbench.cli import cli
 from repbench.registry import RepbenchError
 from repbench.report import build_report, records_from_mlflow, records_from_suite
-from repbench.suite import load_suite, run_suite
+from repbench.suite import load_suite
+from repbench.suite_run import run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,157 @@
+"""Running a suite's cells (one process, --jobs processes, or a Ray cluster) and reading their results back
+(from the run folders, or from a tracking server alone). The suite file itself is read in suite.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .registry import RepbenchError
+from .suite import Cell, FeatureCell, Suite
+
+
+def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: str = "auto",
+              tracking_uri: str | None = None, progress: bool = True, data_root: str | None = None,
+              jobs: int = 1, ray=None) -> list[dict]:
+    """Run every cell; finished cells with the same configuration are reused unless `rerun`. A failing cell is
+    recorded and the others still run. `jobs` > 1 runs cells in that many processes, splitting the cores
+    between them: on a small CPU, one process per core trains more images per second in all than one
+    process using every core, because the head's small matrix multiplies do not scale across threads.
+    `ray` (cluster.RayOptions) runs each cell as a task on a Ray cluster instead, with a tracking server as
+    the shared record."""
+    from tqdm.auto import tqdm
+    if jobs < 1:
+        raise RepbenchError(f"--jobs must be >= 1, got {jobs}")
+    specs = [(cell, _cell_spec(suite, cell, results_dir, rerun, device, tracking_uri, data_root))
+             for cell in suite.cells]
+    session = None
+    if ray is not None and specs:  # connected before the bar: a wrong address or store is one line, no work
+        from .cluster import connect
+        from .tracking import default_tracking_uri
+        session = connect(ray, suite, tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment)
+    bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
+    outcomes: list[dict | None] = [None] * len(specs)
+
+    def done(i: int, outcome: dict) -> None:
+        outcomes[i] = outcome
+        bar.update()
+        bar.write(f"{outcome['status']:<8} {outcome['cell']}" + (f"  on {outcome['node']}" if "node" in outcome
+                                                                   else ""))
+    if session is not None:
+        from .cluster import run_on_ray
+        run_on_ray(session, specs, done)
+    elif jobs == 1 or len(specs) == 1:
+        for i, (cell, spec) in enumerate(specs):
+            bar.set_postfix_str(str(cell))
+            done(i, run_cell(cell, spec))
+    else:
+        _run_parallel(specs, jobs, tracking_uri, results_dir, done)
+    bar.close()
+    return outcomes + [_score_features(suite, f, results_dir, tracking_uri) for f in suite.features]
+
+
+def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None) -> dict:
+    from .outside import evaluate_features
+    try:
+        record = evaluate_features(cell.file, name=cell.display, dataset=cell.dataset, battery=suite.battery,
+                                   results_dir=results_dir, tracking_uri=tracking_uri, tags={"suite": suite.name})
+        return {"cell": cell, "status": record["status"], "record": record}
+    except RepbenchError as exc:
+        return {"cell": cell, "status": "FAILED", "error": str(exc)}
+
+
+def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
+               data_root: str | None):
+    from .battery import battery_for
+    from .records import find_finished, find_resumable
+    from .runner import RunSpec
+    runs_root = Path(results_dir) / "runs"
+    try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
+        prefix = cell.prefix()
+        resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
+    except RepbenchError:
+        resume = False  # bad options: `run` reports them as this cell's failure
+    return RunSpec(learner=cell.learner, options=cell.options, dataset=cell.dataset, preset=cell.preset,
+                   seed=cell.seed, device=device, results_dir=Path(results_dir), tracking_uri=tracking_uri,
+                   data_root=data_root, progress=False, reuse=not rerun, resume=resume,
+                   battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
+
+
+def run_cell(cell: Cell, spec) -> dict:
+    """One cell's outcome; a failure is recorded, never raised (Ctrl-C still stops everything)."""
+    from .runner import run
+    try:
+        record = run(spec)
+        return {"cell": cell, "status": record["status"], "record": record}
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        return {"cell": cell, "status": "FAILED",
+                "error": str(exc) if isinstance(exc, RepbenchError) else f"{type(exc).__name__}: {exc}"}
+
+
+def _set_threads(n: int) -> None:
+    import torch
+    torch.set_num_threads(n)
+
+
+def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import torch
+    from .tracking import MLflowTracker, default_tracking_uri
+    # Create the store and experiment once, so that workers do not race to migrate a new SQLite file.
+    MLflowTracker(tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment, results_dir).prepare()
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(run_cell, cell, spec): i for i, (cell, spec) in enumerate(specs)}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def latest_results(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> list[tuple[Cell, dict]]:
+    """The newest finished run's record for each cell of the suite (cells never run are absent): from the run
+    folders under `results_dir`, or with `tracking_uri` from that store alone (a cluster's shared record)."""
+    from .records import find_finished, read_json
+    if tracking_uri is not None:
+        return server_results(suite, tracking_uri)
+    out = []
+    for cell in suite.cells + suite.features:
+        try:
+            folder = find_finished(Path(results_dir) / "runs", cell.prefix())
+        except RepbenchError:
+            continue  # a cell whose options are invalid has no runs
+        if folder is not None:
+            out.append((cell, {**read_json(folder / "metrics.json"), "_folder": str(folder)}))
+    return out
+
+
+def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench") -> list[tuple[Cell, dict]]:
+    """The newest FINISHED run of each cell in a tracking store, found by its configuration key (tag
+    `config_key`), with its record (metrics.json) fetched from the store: no run folder is needed."""
+    import tempfile
+    from .records import read_json
+    from .tracking import cell_runs, connect, download, unreachable
+    problem = unreachable(tracking_uri)
+    if problem:
+        raise RepbenchError(problem)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            client = connect(tracking_uri)
+            for i, cell in enumerate(suite.cells + suite.features):
+                try:
+                    key = cell.prefix()
+                except RepbenchError:
+                    continue  # a cell whose options are invalid has no runs
+                runs = cell_runs(client, experiment, key, "FINISHED")
+                folder = Path(tmp) / str(i)
+                if runs and download(client, runs[0].info.run_id, ("metrics.json",), folder):
+                    out.append((cell, {**read_json(folder / "metrics.json"), "mlflow_run_id": runs[0].info.run_id}))
+        except Exception as exc:  # a store that fails mid-way: one line, not MLflow's traceback
+            raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
+                                f"{(str(exc).splitlines() or [''])[0][:200]}") from None
+    return out
