@@ -77,7 +77,7 @@ class Registry(Generic[T]):
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{hint} available: {', '.join(self.names())}")
+                f"unknown {self.kind} '{name}'{hint}; available: {', '.join(self.names())}")
         return self._items[name]
 
     def names(self, pattern: str = "*") -> list[str]:

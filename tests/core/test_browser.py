@@ -111,6 +111,7 @@ def test_leaderboard_page_loads_cleanly_and_sorts(suite_results, browser, tmp_pa
     page.wait_for_function("document.body.dataset.loadMs !== undefined")
     assert messages == []
     assert float(page.evaluate("document.body.dataset.loadMs")) < 2000
+    page.screenshot(path=str(Path(os.environ.get("REPBENCH_SCREENSHOTS", tmp_path)) / "leaderboard.png"), full_page=True)
     for title in ("Table 2", "Differences across training seeds", "PCA spectra", "Runs"):
         assert page.locator(f"text={title}").count() >= 1, title
     assert page.locator("details").count() == 4 and page.locator("img").count() >= 3

@@ -26,7 +26,7 @@ def assert_one_line_error(result, pattern):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--model", "lpvea"], r"unknown learner 'lpvea'; did you mean 'lpvae'\? available: .*fpvae.*vae"),
+    (["--model", "lpvea"], r"unknown learner 'lpvea'; did you mean 'lpvae'\?; available: .*fpvae.*vae"),
     (["--dataset", "nope"], r"unknown dataset 'nope'.*available: .*mnist5k"),
     (["--model", "lpvae", "--h", "-1"], r"h must be an integer >= 0"),
     (["--model", "fpvae", "--h", "2"], r"learner 'fpvae' takes no option 'h'"),
