@@ -197,8 +197,8 @@ def classifier_table(df: pd.DataFrame, paper: list[dict] | None) -> Section | No
         return None
     rows = []
     for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
-        published = [p for p in paper or [] if p["metric"] == "classifier_accuracy" and p["dataset"] == dataset
-                     and p["learner"] == learner]
+        published = [p for p in paper or [] if p["metric"] == "classifier_accuracy" and p["learner"] == learner
+                     and p["dataset"] == PAPER_DATASET.get(dataset, dataset)]
         rows.append([learner, dataset, preset, str(len(g)), _column(g, "classifier_accuracy"),
                      "; ".join(f"{p['value']:g} ({p['source']})" for p in published) or "—"])
     return Section("table6", "Table 6: semi-supervised test accuracy (%) of the learner's own classifier",

@@ -327,3 +327,14 @@ def test_ray_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
                                    "--ray", "auto", "--results-dir", str(tmp_path)])
     assert out.exit_code == 2 and out.stderr == "error: --ray needs Ray, which is not installed here: " \
                                                 "pip install 'repbench[ray]'\n", out.output
+
+
+def test_table6_puts_the_published_accuracy_beside_a_subset_of_its_dataset():
+    records = [{"learner": "m2-h1-n100", "dataset": "mnist5k", "preset": "quick", "seed": s,
+                "classifier_accuracy": a} for s, a in ((0, 60.0), (1, 62.0))]
+    paper = [{"dataset": "mnist", "learner": "m2-h1-n100", "metric": "classifier_accuracy", "value": 96.41,
+              "source": "Table 6"}, {"dataset": "svhn", "learner": "m2-h1-n100", "metric": "classifier_accuracy",
+                                     "value": 50.0, "source": "Table 6"}]
+    table6 = next(s for s in build_report(records, "markdown", paper=paper).split("\n\n") if "| m2-h1-n100" in s
+                  and "Table 6" in s)
+    assert "61.0 ± 1.0" in table6 and "96.41 (Table 6)" in table6 and "50 (" not in table6
