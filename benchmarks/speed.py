@@ -1,6 +1,7 @@
 """Training speed of each learner, as a fraction of this machine's own matrix-multiply throughput.
 
     python benchmarks/speed.py [--presets quick paper] [--device cpu] [--json out.json]
+    python benchmarks/speed.py --targets [--repeats 3]     # the allocator / evaluation / threads targets (targets.py)
 
 Everything is measured in one run, so the ratios hold across machines: images/s for one Adam step on a batch
 of real MNIST digits, the step's FLOPs (forward + backward, counted by torch's FlopCounterMode) divided by its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -99,6 +101,10 @@ def label(name: str, options: dict) -> str:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--targets" in argv:  # measured in fresh processes, since malloc's settings are per process
+        import targets
+        return targets.main([a for a in argv if a != "--targets"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["quick", "paper"])
     ap.add_argument("--device", default="auto")

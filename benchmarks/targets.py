@@ -1,6 +1,9 @@
 """The speed targets, measured as ratios in one run, with the allocator in use as a user gets it.
 
-    python benchmarks/targets.py [--repeats 3] [--json out.json]     # half an hour or more on 2 quiet cores
+    python benchmarks/targets.py [--repeats 3] [--threads N] [--json out.json]   # about half an hour on 2 quiet cores
+    python benchmarks/speed.py --targets [same options]                          # the same
+
+Steps and evaluations use --threads threads (default: every core, what a single `repbench run` uses).
 
 Each measurement runs in a fresh process (malloc's settings are per process) and the configurations alternate,
 repeat after repeat, so a change in the machine's load hits both sides of a ratio alike. "today" is the
@@ -28,8 +31,12 @@ HERE = os.path.abspath(__file__)
 TODAY = {"malloc": "system", "eval_batch": 500}
 
 
-def probe(kind: str, malloc: str, threads: int = 1, **kw) -> dict:
+THREADS = os.cpu_count() or 1
+
+
+def probe(kind: str, malloc: str, threads: int | None = None, **kw) -> dict:
     """Run one measurement in a fresh process; return its JSON."""
+    threads = threads or THREADS
     env = {**os.environ, "REPBENCH_MALLOC": malloc, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, HERE, "--probe", kind, "--args", json.dumps({**kw, "threads": threads})],
                          env=env, capture_output=True, text=True, timeout=1800)
@@ -86,6 +93,14 @@ def child(kind: str, args: dict) -> dict:
     raise ValueError(kind)
 
 
+def cpu_name() -> str:
+    """The CPU model and its widest vector instructions (the run records' field), e.g. 'AMD EPYC, avx2'."""
+    from repbench.records import cpu_features
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "unknown CPU")
+    return f"{model}, {cpu_features()}"
+
+
 def step_flops(learner, module, x) -> float:
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
@@ -107,9 +122,9 @@ def median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def concurrent_images_per_s(processes: int, threads: int, seconds: float) -> float:
+def concurrent_images_per_s(processes: int, threads: int, seconds: float, malloc: str) -> float:
     """Images per second in all of `processes` simultaneous one-cell trainings (quick width)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "REPBENCH_MALLOC": malloc}
     cmd = [sys.executable, HERE, "--probe", "step", "--args",
            json.dumps({"batch": 100, "seconds": seconds, "threads": threads, "preset": "quick"})]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
@@ -117,9 +132,11 @@ def concurrent_images_per_s(processes: int, threads: int, seconds: float) -> flo
 
 
 def main(argv=None) -> dict:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0, help="time each step measurement at least this long")
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads per measurement (default: every core)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--args", default="{}", help=argparse.SUPPRESS)
@@ -127,7 +144,7 @@ def main(argv=None) -> dict:
     if args.probe:
         print(json.dumps(child(args.probe, json.loads(args.args))))
         return {}
-    s = args.seconds
+    THREADS, s = args.threads, args.seconds
     step = alternate({"system": dict(kind="step", malloc="system", batch=100, seconds=s),
                       "tuned": dict(kind="step", malloc="tuned", batch=100, seconds=s),
                       "tuned_400": dict(kind="step", malloc="tuned", batch=400, seconds=s),
@@ -140,8 +157,12 @@ def main(argv=None) -> dict:
                                           preset="quick") for b in (100, 500)}}, args.repeats)
     quick = alternate({"step": dict(kind="step", malloc="tuned", batch=100, seconds=s, preset="quick"),
                        "thin": dict(kind="thin", malloc="tuned", rows=100 * 28 * 28, seconds=s)}, args.repeats)
-    threads = {"one process, 2 threads": concurrent_images_per_s(1, 2, s * 2),
-               "two processes, 1 thread each": concurrent_images_per_s(2, 1, s * 2)}
+    jobs = {f"{malloc}: {label}": [] for malloc in ("tuned", "system") for label in ("--jobs 1", "--jobs 2")}
+    for _ in range(args.repeats):  # --jobs 1 trains one cell on every core; --jobs 2 two cells on half each
+        for malloc in ("tuned", "system"):
+            jobs[f"{malloc}: --jobs 1"].append(concurrent_images_per_s(1, THREADS, s * 2, malloc))
+            jobs[f"{malloc}: --jobs 2"].append(concurrent_images_per_s(2, max(1, THREADS // 2), s * 2, malloc))
+    threads = {k: statistics.median(v) for k, v in jobs.items()}
     result = {
         "width256_step_speedup": median(step["tuned"], "images_per_s") / median(step["system"], "images_per_s"),
         "faults_per_step": {m: median(step[m], "faults_per_step") for m in ("system", "tuned")},
@@ -153,6 +174,7 @@ def main(argv=None) -> dict:
         "width64_vs_thin_ceiling": median(quick["step"], "gflops") / median(quick["thin"], "gflops"),
         "width64_gflops": median(quick["step"], "gflops"), "thin_gflops": median(quick["thin"], "gflops"),
         "threads_images_per_s": threads, "repeats": args.repeats, "cpu_threads": os.cpu_count(),
+        "threads": THREADS, "cpu": cpu_name(),
     }
     targets = {"width256_step_speedup": (">=", 1.3), "bpd_iw_speedup": (">=", 1.8), "batch400_vs_100": (">=", 0.9),
                "width64_vs_thin_ceiling": (">=", 0.85)}

@@ -33,7 +33,7 @@ class BatteryConfig:
     test_samples: int = bounded(100, min=1)    # k of the `sample_k100` representation type
     linear_method: str = "linearsvc"
     nonlinear_epochs: int = bounded(20, min=1)
-    eval_batch_size: int = bounded(500, min=1)  # images per batch of the likelihood pass (changes no value)
+    eval_batch_size: int = bounded(500, min=1)  # images per likelihood batch; changes no value (NoiseStream)
     label_counts: tuple[int, ...] = (100, 600, 1000, 3000)  # labelled training images of `label_efficiency`
 
     def __post_init__(self):
@@ -131,19 +131,37 @@ class Inputs:
         return self._likelihood[k]
 
 
+class NoiseStream:
+    """Standard normal draws [k, n, dim] for the next n images, drawn in fixed chunks of images, so the draws an
+    image gets (and so every likelihood number) do not depend on the evaluation batch size."""
+    CHUNK = 100
+
+    def __init__(self, k: int, generator: torch.Generator):
+        self.k, self.generator, self.buffer = k, generator, None
+
+    def take(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        while self.buffer is None or self.buffer.shape[1] < n:
+            fresh = torch.randn((self.k, self.CHUNK) + tuple(like.shape[1:]), generator=self.generator,
+                                device=like.device, dtype=like.dtype)
+            self.buffer = fresh if self.buffer is None else torch.cat([self.buffer, fresh], 1)
+        out, self.buffer = self.buffer[:, :n], self.buffer[:, n:]
+        return out
+
+
 def likelihood_pass(learner, x_all: torch.Tensor, k: int, generator: torch.Generator, batch_size: int,
                     progress: bool) -> LikelihoodPass:
     """k posterior draws per test image: the single-sample ELBO of each, and the importance weights."""
     dist = torch.distributions.Normal
     elbos, log_ws = [], []
+    noise = NoiseStream(k, generator)
     with torch.inference_mode():
         for i in tqdm(range(0, len(x_all), batch_size), desc="likelihood", disable=not progress, leave=False):
             x = x_all[i:i + batch_size].to(learner.device)
             mean, std = learner.posterior(x)
             kl = kl_to_standard_normal(mean, std)
             batch_elbo, batch_w = [], []
-            for _ in range(k):
-                z = mean + std * torch.randn(std.shape, generator=generator, device=std.device, dtype=std.dtype)
+            for eps in noise.take(len(x), std):
+                z = mean + std * eps
                 nll = learner.elbo_terms(x, z)["nll_nats"]
                 batch_elbo.append(nll + kl)
                 batch_w.append(-nll + dist(0.0, 1.0).log_prob(z).sum(-1) - dist(mean, std).log_prob(z).sum(-1))

@@ -37,6 +37,17 @@ def test_full_battery_on_a_trained_learner(trained, synthetic, tmp_path):
     assert set(res.timings_s) >= {"likelihood", "extract", "linear_probe", "nonlinear_probe"}
 
 
+@pytest.mark.parametrize("metric", ["bpd", "bpd_iw"])
+def test_likelihood_numbers_do_not_depend_on_the_evaluation_batch_size(trained, synthetic, metric):
+    # each image gets the same posterior draws whatever the batching (7 does not divide the chunk of 100)
+    runs = [run_battery(trained, synthetic, BatteryConfig(metrics=(metric,), iw_samples=5, eval_batch_size=b),
+                        progress=False).metrics[metric] for b in (7, 100, 500)]
+    assert runs[0] == pytest.approx(runs[1], abs=1e-5) and runs[1] == pytest.approx(runs[2], abs=1e-5)
+    other_seed = run_battery(trained, synthetic, BatteryConfig(metrics=(metric,), iw_samples=5), seed=1,
+                             progress=False).metrics[metric]
+    assert other_seed != pytest.approx(runs[2], abs=1e-5)  # the check can tell draws apart
+
+
 def test_battery_is_reproducible(trained, synthetic, tmp_path):
     cfg = BatteryConfig(metrics=("bpd", "linear_probe", "nonlinear_probe"), probe_seeds=1, nonlinear_epochs=2)
     a = run_battery(trained, synthetic, cfg, progress=False).metrics
