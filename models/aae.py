@@ -57,7 +57,7 @@ class AAE(TorchLearner):
     loss_is_nll = True
 
     train_preset = VAEFamily.train_preset        # the vae's training settings, grayscale or colour
-    autocast_dtype = VAEFamily.autocast_dtype    # bf16 networks on a GPU at the paper preset; likelihood in float32
+    bf16_paper_on_gpu = True                     # bf16 networks on a GPU at the paper preset; likelihood in float32
 
     def preset_config(self, preset: str) -> AAEConfig:
         return (AAE_COLOUR_PRESETS if self.image_shape[0] == 3 else AAE_PRESETS)[preset]

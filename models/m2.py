@@ -273,6 +273,7 @@ class M2(TorchLearner):
     abilities = ("labels", "classifier", "likelihood", "generator")
     config_class = M2Config
     presets = PRESETS
+    bf16_paper_on_gpu = True  # class logits, posterior and likelihood leave autocast as float32
     _alpha: float | None = None  # set by training_data from the numbers of labelled and unlabelled images
 
     def preset_config(self, preset: str) -> M2Config:
@@ -280,9 +281,6 @@ class M2(TorchLearner):
 
     def train_preset(self, preset: str) -> TrainConfig:
         return (COLOUR_TRAIN if self.image_shape[0] == 3 else TRAIN)[preset]
-
-    def autocast_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.preset == "paper" and self.device.type == "cuda" else None
 
     def validate(self) -> None:
         c, height, width = self.image_shape

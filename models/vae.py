@@ -179,6 +179,7 @@ class VAEFamily(TorchLearner):
     abilities = ("posterior", "likelihood", "generator")
     config_class = VAEConfig
     presets = PRESETS
+    bf16_paper_on_gpu = True  # the likelihood's parameters and the likelihood stay float32 (pixelcnn.py)
 
     horizon: int | None = 0  # pixels of context; None = the full raster-order past
 
@@ -187,10 +188,6 @@ class VAEFamily(TorchLearner):
 
     def train_preset(self, preset: str) -> TrainConfig:
         return (COLOUR_TRAIN_PRESETS if self.image_shape[0] == 3 else TRAIN_PRESETS)[preset]
-
-    def autocast_dtype(self) -> torch.dtype | None:
-        # the paper preset on a GPU: networks in bf16, the likelihood's parameters and the likelihood in float32
-        return torch.bfloat16 if self.preset == "paper" and self.device.type == "cuda" else None
 
     def validate(self) -> None:
         check_image_shape(self.name, self.image_shape)

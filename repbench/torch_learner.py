@@ -70,9 +70,13 @@ class TorchLearner(Learner):
     def train_preset(self, preset: str) -> TrainConfig:
         return TRAIN_PRESETS[preset]
 
+    # Learners whose likelihood stays float32 under autocast opt in to bf16 networks at the paper preset on a GPU.
+    bf16_paper_on_gpu: bool = False
+
     def autocast_dtype(self) -> torch.dtype | None:
         """Mixed-precision dtype for the training and evaluation losses, or None for full precision."""
-        return None
+        on_gpu = self.preset == "paper" and self.device.type == "cuda"
+        return torch.bfloat16 if self.bf16_paper_on_gpu and on_gpu else None
 
     def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, float]:
         """Extra per-epoch values of a test batch for the training curves, every `curve_every` epochs; the
