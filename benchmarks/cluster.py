@@ -15,37 +15,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from repbench.registry import RepbenchError
+from repbench.testing import free_port, start_mlflow_server
 
 
 def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-                             "--artifacts-destination", str(folder / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("mlflow server did not come up")
+    try:
+        return start_mlflow_server(folder, port), f"http://127.0.0.1:{port}"
+    except RepbenchError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def timed_suite(args: list[str], server: str, tag: str) -> tuple[float, float]:

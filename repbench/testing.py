@@ -10,7 +10,12 @@ generated images. Each check has a name, and a failure says which one broke: `ch
 from __future__ import annotations
 
 import math
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -170,3 +175,35 @@ def check_learner(factory: Callable[..., Learner], data: ImageData | None = None
         except AssertionError as exc:
             raise AssertionError(f"check_learner [{name}]: {exc}") from None
     return subject.dims
+
+
+# ------------------------------------------------------------------------------------------ servers for tests
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path, port: int, timeout_s: float = 90) -> subprocess.Popen:
+    """A real `mlflow server` on 127.0.0.1:port with artifact proxying, its store in `folder`; the caller stops
+    it (terminate, wait). RepbenchError if the mlflow command is missing or the server does not come up."""
+    mlflow = shutil.which("mlflow")
+    if mlflow is None:
+        raise RepbenchError("the mlflow command is not on PATH")
+    proc = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{Path(folder) / 'server.db'}",
+                             "--artifacts-destination", str(Path(folder) / "server-artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RepbenchError(f"mlflow server exited: {proc.stderr.read().decode()[-2000:]}")
+    proc.kill()
+    proc.wait()
+    raise RepbenchError(f"mlflow server did not come up within {timeout_s:.0f} s")

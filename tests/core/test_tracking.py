@@ -1,18 +1,16 @@
 """Runs land in a real MLflow store: a SQLite file, or a real `mlflow server` over HTTP on 127.0.0.1."""
 import json
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from repbench.battery import BatteryConfig
+from repbench.registry import RepbenchError
 from repbench.runner import RunSpec, run
+from repbench.testing import free_port, start_mlflow_server  # noqa: F401 - free_port is shared with other tests
 
 
 def smoke_spec(results_dir, **kw):
@@ -77,31 +75,14 @@ def test_tracking_failure_keeps_the_results(results_dir):
     assert saved["metrics"]["bpd"] == record["metrics"]["bpd"] > 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1 with artifact proxying, its store in tmp_path; the caller stops it."""
-    mlflow = shutil.which("mlflow") or pytest.skip("the mlflow command is not on PATH")
-    proc = subprocess.Popen([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--artifacts-destination", str(tmp_path / "server-artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            pytest.fail(proc.stderr.read().decode()[-2000:])
-    proc.kill()
-    pytest.fail("mlflow server did not come up within 90 s")
+    if shutil.which("mlflow") is None:
+        pytest.skip("the mlflow command is not on PATH")
+    try:
+        return start_mlflow_server(tmp_path, port)
+    except RepbenchError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
