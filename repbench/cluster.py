@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .registry import RepbenchError
+from .registry import RepbenchError, first_line
 
 INSTALL = "pip install 'repbench[ray]'"
 CHECKPOINT_EVERY = {"paper": 10}  # epochs between uploads; 1 for other presets (a paper checkpoint is large)
@@ -61,7 +61,7 @@ def connect(options: RayOptions, suite, tracking_uri: str | None, experiment: st
     try:
         ray.init(address=options.address, logging_level="ERROR", log_to_driver=False)
     except Exception as exc:  # an address with no cluster, a Ray Client without its extra, ...
-        raise RepbenchError(f"cannot connect to the Ray cluster at {options.address}: {_first_line(exc)}") from None
+        raise RepbenchError(f"cannot connect to the Ray cluster at {options.address}: {first_line(exc, 300)}") from None
     cpus, gpus = resources(ray, options, suite.ray)
     return Session(ray, cpus, gpus, options.checkpoint_every or suite.ray.get("checkpoint_every"), tracking_uri)
 
@@ -170,7 +170,7 @@ def outcome(ray, ref, cell) -> dict:
     try:
         return ray.get(ref)
     except Exception as exc:  # its retries spent (every node it ran on died), or cancelled
-        return {"cell": cell, "status": "FAILED", "error": f"{type(exc).__name__}: {_first_line(exc)}"}
+        return {"cell": cell, "status": "FAILED", "error": f"{type(exc).__name__}: {first_line(exc, 300)}"}
 
 
 # ------------------------------------------------------------------------------------------ on a worker
@@ -188,7 +188,7 @@ def run_remote(cell, spec) -> dict:
             spec = from_server(cell, spec, node)
         except Exception as exc:  # the server failed us: this cell's failure, reported at the end
             return {"cell": cell, "status": "FAILED", "node": node,
-                    "error": f"cannot read the cell's runs from {spec.tracking_uri}: {_first_line(exc)}"}
+                    "error": f"cannot read the cell's runs from {spec.tracking_uri}: {first_line(exc, 300)}"}
         return {**run_cell(cell, spec), "node": node}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -244,7 +244,3 @@ def _lacks_metrics(folder: Path, spec) -> bool:
 
 def _first(*values):
     return next(v for v in values if v is not None)
-
-
-def _first_line(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]

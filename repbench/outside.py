@@ -11,7 +11,7 @@ import torch
 
 from .battery import BatteryConfig, battery_for, run_battery
 from .data import ImageData, load_dataset
-from .registry import RepbenchError
+from .registry import RepbenchError, first_line
 
 ARRAYS = ("train", "train_y", "test", "test_y")
 PRESET = "features"  # how these runs show in tables: not trained by repbench at any preset
@@ -24,7 +24,7 @@ def read_features(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise RepbenchError(f"cannot read features file {path}: {str(exc).splitlines()[0][:150]} (expected an .npz "
+        raise RepbenchError(f"cannot read features file {path}: {first_line(exc, 150)} (expected an .npz "
                             f"with arrays {', '.join(ARRAYS)})") from None
     missing = [k for k in ARRAYS if k not in arrays]
     if missing:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .metrics import ARROWS, metric_info, summary_metrics
 from .metrics.probes import REP_TYPE_LABELS
-from .registry import RepbenchError
+from .registry import RepbenchError, first_line
 
 NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
 CELL = ["learner", "dataset", "preset", "seed"]
@@ -280,7 +280,7 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
     except OSError as exc:
         raise RepbenchError(f"cannot read paper numbers {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise RepbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise RepbenchError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(rows, list):
         raise RepbenchError(f"{path}: expected a list of entries (dataset, learner, metric, value, source)")
     for r in rows:

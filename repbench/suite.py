@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .registry import RepbenchError
+from .registry import RepbenchError, first_line
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
               "thresholds", "baseline", "compare", "features", "ray")
@@ -215,7 +215,7 @@ def load_suite(path: str | Path) -> Suite:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise RepbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise RepbenchError(f"{path}: not valid YAML ({first_line(exc)})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RepbenchError(f"cannot read suite file {path}: {exc}") from None
     _check_keys(raw, SUITE_KEYS, "the suite", path)

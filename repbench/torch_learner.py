@@ -19,7 +19,7 @@ import torch
 from .api import Learner, has_ability
 from .data import fixed_subset
 from .config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
-from .registry import RepbenchError
+from .registry import RepbenchError, first_line
 from .train import finish_checkpoint, load_checkpoint, save_checkpoint, train
 
 
@@ -187,7 +187,7 @@ class TorchLearner(Learner):
             self.module.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as exc:
             raise RepbenchError(f"checkpoint {path} does not fit this {self.name} configuration: "
-                                f"{str(exc).splitlines()[0][:200]}") from None
+                                f"{first_line(exc)}") from None
         self.history = list(state.get("history", []))
         self.module.eval()
         self.fitted = True

@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .registry import first_line
+
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow's defaults retry a failing HTTP call for minutes; a tracking outage should cost a run seconds.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -118,7 +120,7 @@ class MLflowTracker:
             with deferred_interrupt():
                 return fn(*args, **kw)
         except Exception as exc:  # MLflow, SQL and HTTP errors all end up here
-            self._fail(what, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            self._fail(what, f"{type(exc).__name__}: {first_line(exc)}")
             return None
 
     def _fail(self, what: str, why: str) -> None:

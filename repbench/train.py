@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .registry import RepbenchError
+from .registry import RepbenchError, first_line
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
@@ -76,7 +76,7 @@ def load_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise RepbenchError(f"checkpoint {path} is corrupt or not a repbench checkpoint "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+                            f"({type(exc).__name__}: {first_line(exc, 120)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise RepbenchError(f"checkpoint {path} is not a repbench checkpoint (format {CHECKPOINT_FORMAT} expected)")
     return payload

@@ -38,3 +38,10 @@ def test_learner_registry_comes_from_entry_points():
     import repbench
     assert {"vae", "lpvae", "fpvae"} <= set(repbench.list_learners())
     assert "plugin" in repbench.LEARNERS.origin("lpvae")
+
+
+def test_first_line_of_an_error_message():
+    from repbench.registry import first_line
+    assert first_line(ValueError("bad value\nTraceback details")) == "bad value"
+    assert first_line(ValueError("")) == "ValueError"  # an empty message must not break the one-line error
+    assert first_line(OSError("x" * 500), 120) == "x" * 120
