@@ -15,8 +15,8 @@ from tabulate import tabulate
 from .report import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat
 
 FORMATS = ("markdown", "latex", "csv")
-LEGEND = (f"mean ± std over training seeds; ↑ higher is better, ↓ lower, no arrow: neither; {NOT_APPLICABLE}: "
-          f"does not apply, {NOT_MEASURED}: not measured")
+LEGEND = (f"mean ± sample std (n − 1) over training seeds; ↑ higher is better, ↓ lower, no arrow: neither; "
+          f"{NOT_APPLICABLE}: does not apply, {NOT_MEASURED}: not measured")
 
 
 def texts(section: Section) -> list[list[str]]:

@@ -133,7 +133,8 @@ def _mlflow_row(client, r, history: bool) -> dict:
 
 # ------------------------------------------------------------------------------------------ cells
 def stat(values, digits: int) -> Stat:
-    """mean ± std over the seeds that measured a value; no ± for one seed; the markers otherwise."""
+    """mean ± sample std (n - 1, as in the Welch intervals) over the seeds that measured a value; no ± for one
+    seed; the markers otherwise."""
     present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
     if not present:
         return Stat(NOT_MEASURED)
@@ -143,7 +144,7 @@ def stat(values, digits: int) -> Stat:
     if not len(numbers):
         return Stat(NOT_APPLICABLE)
     mean = float(numbers.mean())
-    std = float(numbers.std()) if len(numbers) > 1 else None
+    std = float(numbers.std(ddof=1)) if len(numbers) > 1 else None
     return Stat(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""), mean, std, digits)
 
 

@@ -325,6 +325,12 @@ def test_ray_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
                                                 "pip install 'repbench[ray]'\n", out.output
 
 
+def test_spread_over_seeds_is_the_sample_std():
+    from repbench.report import stat
+    assert stat([1.0, 2.0, 3.0], 2).text == "2.00 ± 1.00"  # n - 1: the population std would be 0.82
+    assert stat([5.0], 2).text == "5.00"
+
+
 def test_table6_puts_the_published_accuracy_beside_a_subset_of_its_dataset():
     records = [{"learner": "m2-h1-n100", "dataset": "mnist5k", "preset": "quick", "seed": s,
                 "classifier_accuracy": a} for s, a in ((0, 60.0), (1, 62.0))]
@@ -333,4 +339,4 @@ def test_table6_puts_the_published_accuracy_beside_a_subset_of_its_dataset():
                                      "value": 50.0, "source": "Table 6"}]
     table6 = next(s for s in build_report(records, "markdown", paper=paper).split("\n\n") if "| m2-h1-n100" in s
                   and "Table 6" in s)
-    assert "61.0 ± 1.0" in table6 and "96.41 (Table 6)" in table6 and "50 (" not in table6
+    assert "61.0 ± 1.4" in table6 and "96.41 (Table 6)" in table6 and "50 (" not in table6
