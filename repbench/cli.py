@@ -207,7 +207,8 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
         record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
                                 battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,
                                 progress=not quiet)
-    print_result(record)
+    asked = battery.get("metrics") if metrics != ",".join(_default_metrics()) else None
+    print_result(record, only=asked)
 
 
 def _default_metrics():
@@ -215,14 +216,15 @@ def _default_metrics():
     return default_metrics()
 
 
-def print_result(record: dict) -> None:
+def print_result(record: dict, only=None) -> None:
+    """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run."""
     from tabulate import tabulate
     from .metrics import metric_info
     from .metrics import entry_of
     metrics, settings = record["metrics"], record.get("measured_with", {})
     rows = []
     for name, value in metrics.items():
-        if name.endswith("_std"):
+        if name.endswith("_std") or (only and getattr(entry_of(name), "name", name) not in only):
             continue
         std = metrics.get(name + "_std")
         repeats = settings.get(getattr(entry_of(name), "name", ""), {}).get("probe_seeds", 2)
@@ -232,6 +234,8 @@ def print_result(record: dict) -> None:
         rows.append([name, shown, unit, direction])
     click.echo(f"\n{record['name']}  ({record['status']}; folder {record['folder']})")
     click.echo(tabulate(rows, headers=["metric", "value", "unit", "better"], tablefmt="github", disable_numparse=True))
+    if only and len(rows) < sum(not n.endswith("_std") for n in metrics):
+        click.echo(f"(the other metrics of this run are in {Path(record['folder']) / 'metrics.json'})")
     if record.get("timings_s"):
         click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record["timings_s"].items()))
     if record.get("mlflow_run_id"):

@@ -208,4 +208,5 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
         measured, artifacts = measure(learner, data, folder, cfg, spec, title)
         record = merge_record(read_json(folder / "metrics.json"), measured)
         rec.save_record(record, [a for a in artifacts if a.name != "checkpoint.pt"])
-    return rec.result(record, "EVALUATED")
+    # the record on disk keeps every metric; the timings returned are this evaluation's own
+    return {**rec.result(record, "EVALUATED"), "timings_s": measured.get("timings_s", {})}
