@@ -7,7 +7,10 @@ import sys
 import pytest
 
 PROBE = r"""
-import json, resource, repbench, torch
+import json, resource, sys
+if sys.argv[1] == "torch-first":  # a user's script that imports torch before repbench
+    import torch
+import repbench, torch
 from repbench.malloc import tune
 torch.manual_seed(0)
 x = torch.randn(4, 4)
@@ -27,16 +30,17 @@ print(json.dumps({"mode": tune(), "faults": faults, "loss": float(loss), "grads"
 """
 
 
-def probe(mode: str) -> dict:
+def probe(mode: str, order: str = "repbench-first") -> dict:
     env = {**os.environ, "REPBENCH_MALLOC": mode, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", PROBE, order], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is what is tuned")
-def test_tuned_malloc_reuses_memory_and_changes_no_number():
-    tuned, system = probe("tuned"), probe("system")
+@pytest.mark.parametrize("order", ["repbench-first", "torch-first"])
+def test_tuned_malloc_reuses_memory_and_changes_no_number(order):
+    tuned, system = probe("tuned", order), probe("system", order)
     if tuned["mode"] != "glibc-tuned":
         pytest.skip(f"malloc is not glibc's here ({tuned['mode']})")
     pages = 64 * 1024 * 1024 // 4096
