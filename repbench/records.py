@@ -89,6 +89,37 @@ def find_resumable(runs_root: Path, prefix: str) -> Path | None:
     return None
 
 
+def settle_orphans(runs_root: Path, prefix: str) -> int:
+    """Runs of this configuration left RUNNING by a process of this machine that no longer exists (kill -9, a
+    lost session) are marked KILLED in run.json, resumable where a checkpoint was written, with their MLflow run
+    left for `tracking.reconcile` to bring in line (`mlflow_sync: pending`). Return how many."""
+    settled = 0
+    for folder in run_folders(runs_root, prefix):
+        state = read_json(folder / "run.json")
+        env = state.get("environment") or {}
+        if state.get("status") != "RUNNING" or env.get("hostname") != platform.node() or _alive(env.get("pid")):
+            continue
+        resumable = (folder / "checkpoint.pt").exists()
+        state.update(status="KILLED", mlflow_sync="pending", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     error="its process ended without closing the run (killed or lost); " +
+                           ("it resumes from its last checkpoint" if resumable else "no epoch had finished"))
+        write_json(folder / "run.json", state)
+        settled += 1
+    return settled
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError):
+        return True  # no pid recorded: cannot tell, so leave it alone
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def find_finished(runs_root: Path, prefix: str) -> Path | None:
     for folder in run_folders(runs_root, prefix):
         if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists():

@@ -17,7 +17,7 @@ from .battery import BatteryConfig, run_battery
 from .data import DATASETS, ImageData, labelled_subset, load_dataset
 from .measured import merge_record, missing_metrics, units_of
 from .records import (check_results_dir, find_finished, find_resumable, find_run, new_run_folder, read_json,
-                      run_name, run_prefix)
+                      run_name, run_prefix, settle_orphans)
 from .recording import Recorder
 from .registry import RepbenchError
 from .tracking import default_tracking_uri, reconcile
@@ -83,6 +83,7 @@ def run(spec: RunSpec) -> dict:
     learner = plan(spec, device)
     prefix = run_prefix(learner, spec.dataset, spec.augment)
     runs_root = check_results_dir(spec.results_dir) / "runs"
+    settle_orphans(runs_root, prefix)
     reconcile(spec.results_dir, spec.tracking_uri or default_tracking_uri(spec.results_dir))
     done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
     if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing

@@ -1,5 +1,5 @@
 """Faults leave the run folder, run.json and the MLflow run agreeing: a full disk, a read-only folder, a lost or
-unreachable tracking server, two runs started at once."""
+unreachable tracking server, two runs started at once, a killed process."""
 import json
 import subprocess
 import sys
@@ -75,6 +75,27 @@ def test_two_runs_started_at_once_get_their_own_folders(tmp_path):
         t.join()
     assert len(set(folders)) == 8 and all(f.is_dir() for f in folders)
     assert sorted(folders) == sorted(tmp_path.glob("same-prefix-*"))
+
+
+def test_a_killed_run_is_marked_killed_by_the_next_run_of_its_configuration(tmp_path):
+    results = tmp_path / "r"
+    args = SMOKE + ["--epochs", "50", "--results-dir", str(results)]
+    proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(results.glob("runs/*/run.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: the run cannot close its records
+    proc.wait()
+    (orphan,) = [p.parent for p in results.glob("runs/*/run.json")]
+    assert json.loads((orphan / "run.json").read_text())["status"] == "RUNNING"
+    out = CliRunner().invoke(cli, args)  # the same configuration again, not resuming
+    assert out.exit_code == 0, out.output
+    state = json.loads((orphan / "run.json").read_text())
+    assert state["status"] == "KILLED" and "ended without closing" in state["error"]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    assert client.get_run(state["mlflow_run_id"]).info.status == "KILLED"
+    assert state["mlflow_sync"] == "done" and len(list(results.glob("runs/*"))) == 2  # the new run, finished
 
 
 def test_an_unreachable_server_costs_seconds_not_minutes(tmp_path):
