@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -417,7 +418,13 @@ def ui(port, tracking_uri, results_dir, experiment):
     serve(tracking_uri or default_tracking_uri(results_dir), port, echo=click.echo, experiment=experiment)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main():
+    # SIGTERM (kill, pkill, `timeout`, a scheduler) stops a run as Ctrl-C does: its records end KILLED, resumable.
+    signal.signal(signal.SIGTERM, _terminated)
     cli(prog_name="repbench")
 
 

@@ -2,6 +2,8 @@
 (from the run folders, or from a tracking server alone). The suite file itself is read in suite.py."""
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from .registry import RepbenchError
@@ -108,7 +110,11 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
             for future in as_completed(futures):
                 done(futures[future], future.result())
         except BaseException:
+            workers = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for proc in workers:  # what Ctrl-C in a terminal does; a SIGTERM reaches this process alone
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGINT)
             raise
 
 

@@ -98,6 +98,30 @@ def test_a_killed_run_is_marked_killed_by_the_next_run_of_its_configuration(tmp_
     assert state["mlflow_sync"] == "done" and len(list(results.glob("runs/*"))) == 2  # the new run, finished
 
 
+@pytest.mark.parametrize("command", [SMOKE + ["--epochs", "200"], ["suite", "{suite}", "--jobs", "2", "-q"]],
+                         ids=["run", "suite-jobs-2"])
+def test_sigterm_stops_runs_as_ctrl_c_does(tmp_path, command):
+    """kill, pkill, `timeout` and schedulers send SIGTERM: every run ends KILLED in run.json and MLflow."""
+    results = tmp_path / "r"
+    (tmp_path / "s.yaml").write_text("name: two\nlearners: [{name: vae, options: {epochs: 200}}, "
+                                     "{name: lpvae, options: {h: 1, epochs: 200}}]\n"
+                                     "datasets: [synthetic]\npresets: [smoke]\nmetrics: [bpd]\n")
+    args = [a.replace("{suite}", str(tmp_path / "s.yaml")) for a in command] + ["--results-dir", str(results)]
+    proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    want = 2 if command[0] == "suite" else 1
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and \
+            sum((p.parent / "checkpoint.pt").exists() for p in results.glob("runs/*/run.json")) < want:
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
+    states = [json.loads(p.read_text()) for p in results.glob("runs/*/run.json")]
+    assert len(states) == want and all(s["status"] == "KILLED" for s in states), states
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    assert all(client.get_run(s["mlflow_run_id"]).info.status == "KILLED" for s in states)
+
+
 def test_an_unreachable_server_costs_seconds_not_minutes(tmp_path):
     start = time.perf_counter()
     normal = CliRunner().invoke(cli, SMOKE + ["--results-dir", str(tmp_path / "a")])
