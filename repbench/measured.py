@@ -2,6 +2,8 @@
 the settings asked for now; the rest is measured again (from cached representations) and merged in."""
 from __future__ import annotations
 
+import json
+
 from .metrics import METRICS, metric_info
 
 
@@ -32,7 +34,12 @@ def _typed(metric: str, values: dict) -> bool:
 def missing_metrics(record: dict, cfg) -> list[str]:
     """The metrics of `cfg` that `record` lacks or measured with other settings."""
     have = measured_with(record)
-    return [m for m in cfg.metrics if have.get(m) != METRICS.get(m).resolved_settings(cfg)]
+    return [m for m in cfg.metrics if have.get(m) != as_stored(METRICS.get(m).resolved_settings(cfg))]
+
+
+def as_stored(settings: dict) -> dict:
+    """Settings as a record holds them after a trip through JSON (tuples become lists), for comparing."""
+    return json.loads(json.dumps(settings, default=str))
 
 
 def merge_record(old: dict, new: dict) -> dict:

@@ -1,10 +1,12 @@
 """Every registered metric: its unit and direction, and a known answer through the battery (parametrized over the
 metric registry, so a new metric fails here until it brings its own known-answer case)."""
+import json
 import math
 
 import pytest
 
 from repbench.battery import BatteryConfig, run_battery
+from repbench.measured import missing_metrics
 from repbench.metrics import DIRECTIONS, METRICS, battery_metrics, metric_info, summary_metrics
 
 from known import KnownCode, coded_data, cond_entropy_of
@@ -39,6 +41,9 @@ def test_metric_has_unit_direction_and_a_known_answer(name):
         assert res.metrics[value_name] == pytest.approx(expected, abs=1e-9), value_name
         assert metric.owns(value_name), value_name
     assert res.measured_with[name] == metric.resolved_settings(cfg)
+    # the record, stored as JSON and read back, counts as measured with these settings: reuse measures nothing
+    stored = json.loads(json.dumps({"metrics": res.metrics, "measured_with": res.measured_with}))
+    assert missing_metrics(stored, cfg) == []
     if name == "label_efficiency":  # 1000 labels of a 400-image training set: does not apply, never a number
         assert res.metrics["linear_probe.labels_1000"] is None
 
