@@ -135,8 +135,11 @@ def test_ctrl_c_on_the_head_stops_the_cells_and_a_second_suite_resumes_them(clus
         cluster.add_node(num_cpus=1, node_name="worker2", node_ip_address="127.0.0.1")
     suite = write_suite(tmp_path, "cluster-stop", seed=1)
     proc = start_suite(suite, cluster, server, tmp_path / "head")
-    wait_for(lambda: [r for r in runs_of(server, "cluster-stop")
-                      if r.info.status == "RUNNING" and has_checkpoint(server, r)], proc, "a checkpoint uploaded")
+    def every_cell_has_a_checkpoint():  # a cell stopped before its first epoch would rightly start afresh
+        runs = runs_of(server, "cluster-stop")
+        return len(runs) == 2 and any(r.info.status == "RUNNING" for r in runs) and \
+            all(r.info.status == "FINISHED" or has_checkpoint(server, r) for r in runs)
+    wait_for(every_cell_has_a_checkpoint, proc, "a checkpoint uploaded by every running cell")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" not in out and "run the same `repbench suite`" in out, out
