@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .records import environment, read_json, run_name, run_prefix, write_json
+from .records import environment, read_json, run_name, run_prefix, this_process, write_json
 from .registry import RepbenchError
 from .train import WriteError
 from .tracking import MLflowTracker, default_tracking_uri
@@ -50,7 +50,8 @@ class Recorder:
                                                                   "device": str(device), "env": state["environment"],
                                                                   "battery": battery}, tags,
                                                state.get("mlflow_run_id") or spec.mlflow_run_id)
-        state.update(status="RUNNING", device=str(device), error=None)
+        # the process that runs it now (a resumed run's `environment` is its first start's): see settle_orphans
+        state.update(status="RUNNING", device=str(device), error=None, process=this_process())
         rec = cls(spec, folder, state, tracker)
         rec.write_state()
         return rec

@@ -96,8 +96,8 @@ def settle_orphans(runs_root: Path, prefix: str) -> int:
     settled = 0
     for folder in run_folders(runs_root, prefix):
         state = read_json(folder / "run.json")
-        env = state.get("environment") or {}
-        if state.get("status") != "RUNNING" or env.get("hostname") != platform.node() or _alive(env.get("pid")):
+        proc = state.get("process") or state.get("environment") or {}
+        if state.get("status") != "RUNNING" or proc.get("hostname") != platform.node() or _alive(proc.get("pid")):
             continue
         resumable = (folder / "checkpoint.pt").exists()
         state.update(status="KILLED", mlflow_sync="pending", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -106,6 +106,10 @@ def settle_orphans(runs_root: Path, prefix: str) -> int:
         write_json(folder / "run.json", state)
         settled += 1
     return settled
+
+
+def this_process() -> dict[str, str]:
+    return {"hostname": platform.node(), "pid": str(os.getpid())}
 
 
 def _alive(pid) -> bool:
