@@ -102,7 +102,8 @@ def settle_orphans(runs_root: Path, prefix: str) -> int:
         resumable = (folder / "checkpoint.pt").exists()
         state.update(status="KILLED", mlflow_sync="pending", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
                      error="its process ended without closing the run (killed or lost); " +
-                           ("it resumes from its last checkpoint" if resumable else "no epoch had finished"))
+                           ("`--resume` or the suite continues it from its last checkpoint" if resumable
+                                  else "no epoch had finished"))
         write_json(folder / "run.json", state)
         settled += 1
     return settled
