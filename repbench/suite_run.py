@@ -93,6 +93,9 @@ def run_cell(cell: Cell, spec) -> dict:
 def _set_threads(n: int) -> None:
     import torch
     torch.set_num_threads(n)
+    # A suite started in the background by a shell inherits an ignored SIGINT; the parent stops its workers with
+    # SIGINT (see _run_parallel), so they must hear it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
