@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -197,9 +196,10 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
     if sum(map(bool, (run_ref, checkpoint, features))) != 1:
         raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
     battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts)
+    default_list = metrics == ",".join(_default_metrics())
     if features:
         from .outside import evaluate_features
-        if "metrics" in battery and metrics == ",".join(_default_metrics()):
+        if "metrics" in battery and default_list:
             battery.pop("metrics")  # the default list: every metric that applies to bare representations
         record = evaluate_features(features, name=name, dataset=dataset or "external", battery=battery,
                                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment,
@@ -208,8 +208,7 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
         record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
                                 battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,
                                 progress=not quiet)
-    asked = battery.get("metrics") if metrics != ",".join(_default_metrics()) else None
-    print_result(record, only=asked)
+    print_result(record, only=None if default_list else battery.get("metrics"))
 
 
 def _default_metrics():
@@ -418,13 +417,9 @@ def ui(port, tracking_uri, results_dir, experiment):
     serve(tracking_uri or default_tracking_uri(results_dir), port, echo=click.echo, experiment=experiment)
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main():
-    # SIGTERM (kill, pkill, `timeout`, a scheduler) stops a run as Ctrl-C does: its records end KILLED, resumable.
-    signal.signal(signal.SIGTERM, _terminated)
+    from .tracking import interrupt_on_sigterm
+    interrupt_on_sigterm()
     cli(prog_name="repbench")
 
 

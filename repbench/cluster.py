@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
@@ -149,7 +148,8 @@ def resources(ray, options: RayOptions, from_suite: dict) -> tuple[float, float]
 def wait_all(ray, refs: dict, items, done) -> None:
     pending = list(refs)
     # A scheduler's or `timeout`'s SIGTERM stops the cells as Ctrl-C does, instead of Ray's fatal-signal dump.
-    signal.signal(signal.SIGTERM, _interrupt)
+    from .tracking import interrupt_on_sigterm
+    interrupt_on_sigterm()
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -160,10 +160,6 @@ def wait_all(ray, refs: dict, items, done) -> None:
             ray.cancel(ref)
         ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
         raise
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def outcome(ray, ref, cell) -> dict:

@@ -180,8 +180,8 @@ def environment() -> dict[str, str]:
                            f"{'; cuda ' + torch.version.cuda if torch.version.cuda else ''}",
             "numpy": numpy.__version__, "sklearn": sklearn.__version__, "mlflow": mlflow.__version__,
             "python": platform.python_version(), "machine": platform.machine(), "cpu_features": cpu_features(),
-            "threads": str(torch.get_num_threads()), "hostname": platform.node(), "malloc": malloc_mode(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": str(os.getpid())}
+            "threads": str(torch.get_num_threads()), "malloc": malloc_mode(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **this_process()}
 
 
 def malloc_mode() -> str:

@@ -48,6 +48,16 @@ def connect(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM (kill, `timeout`, a scheduler) raises KeyboardInterrupt as Ctrl-C does, so a run's
+    records end KILLED and resumable. Main thread only, as every signal handler."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def deferred_interrupt():
     """Hold a Ctrl-C until the block ends: a store interrupted mid-write could be left with a broken cursor
