@@ -167,7 +167,10 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     from .battery import battery_for
     from .runner import RunSpec, run as run_one
     opts = parse_pairs(options, "--option")
-    opts.update({k: v for k, v in (("h", h), ("epochs", epochs)) if v is not None})
+    for key, value in (("h", h), ("epochs", epochs)):
+        if value is not None and key in opts and opts[key] != value:
+            raise RepbenchError(f"--{key} {value} and -o {key}={opts[key]} disagree; give it once")
+        opts.update({key: value} if value is not None else {})
     spec = RunSpec(learner=model, options=opts, dataset=dataset, preset=preset, seed=seed, device=device,
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
@@ -356,6 +359,9 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     from .suite import load_suite
     from .tracking import default_tracking_uri
     compare = ()
+    if suite_file and tags:
+        raise RepbenchError("--tag filters runs without --suite; a suite's runs are its cells, found by their "
+                            "configuration")
     if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ INSTALL = "pip install 'repbench[ray]'"
 CHECKPOINT_EVERY = {"paper": 10}  # epochs between uploads; 1 for other presets (a paper checkpoint is large)
 RETRIES = 3  # Ray's retries of a cell whose node or worker process died
 CANCEL_WAIT_S = 60  # after Ctrl-C, how long the head waits for cancelled cells to record that they were stopped
+SYNC_WAIT_S, SYNC_PAUSE_S = 120, 5  # how long a cell tries to send the record a slow or lost server missed
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 PROXIED = ("mlflow-artifacts:", "s3:", "gs:", "wasbs:", "abfss:", "hdfs:", "http:", "https:")
 
@@ -185,9 +187,31 @@ def run_remote(cell, spec) -> dict:
         except Exception as exc:  # the server failed us: this cell's failure, reported at the end
             return {"cell": cell, "status": "FAILED", "node": node,
                     "error": f"cannot read the cell's runs from {spec.tracking_uri}: {first_line(exc, 300)}"}
-        return {**run_cell(cell, spec), "node": node}
+        return {**sent_to_server(run_cell(cell, spec), scratch, spec.tracking_uri), "node": node}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def sent_to_server(outcome: dict, scratch: Path, uri: str, wait_s: float = SYNC_WAIT_S) -> dict:
+    """The cell's outcome once the server holds its whole record. A run the server fell behind on (a slow or
+    lost server: `mlflow_sync: pending` in its run.json) is sent again until `wait_s` runs out, since the scratch
+    folder, the only other copy, goes when the task ends; then the cell failed, and says so."""
+    from .tracking import reconcile
+    deadline = time.monotonic() + wait_s
+    while _pending(scratch) and time.monotonic() < deadline:
+        time.sleep(min(SYNC_PAUSE_S, max(0.0, deadline - time.monotonic())))
+        reconcile(scratch, uri)
+    record = outcome.get("record")
+    if not _pending(scratch):
+        return {**outcome, "record": {**record, "tracking_error": None}} if record else outcome
+    lost = (f"the tracking server at {uri} did not take the cell's record ({(record or {}).get('tracking_error')}); "
+            f"run the suite again to finish it from its last uploaded checkpoint")
+    return {**outcome, "status": "FAILED", "error": "; ".join(filter(None, [outcome.get("error"), lost]))}
+
+
+def _pending(scratch: Path) -> list[Path]:
+    from .records import read_json
+    return [p for p in scratch.glob("runs/*/run.json") if read_json(p).get("mlflow_sync") == "pending"]
 
 
 def node_name(ray) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .records import environment, read_json, run_name, run_prefix, this_process, write_json
 from .registry import RepbenchError
 from .train import WriteError
-from .tracking import MLflowTracker, default_tracking_uri
+from .tracking import MLflowTracker, default_tracking_uri, send_record, sync
 
 
 class Recorder:
@@ -49,7 +49,11 @@ class Recorder:
         state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
                                                                   "device": str(device), "env": state["environment"],
                                                                   "battery": battery}, tags,
-                                               state.get("mlflow_run_id") or spec.mlflow_run_id)
+                                               state.get("mlflow_run_id") or spec.mlflow_run_id) \
+            or state.get("mlflow_run_id") or spec.mlflow_run_id  # a resumed run keeps its MLflow run, to sync later
+        if spec.checkpoint_every and not state["mlflow_run_id"]:  # a cluster cell's record is the server's alone
+            raise RepbenchError(f"the tracking server did not take this cell's run ({tracker.error}); nothing was "
+                                f"trained")
         # the process that runs it now (a resumed run's `environment` is its first start's): see settle_orphans
         state.update(status="RUNNING", device=str(device), error=None, process=this_process())
         rec = cls(spec, folder, state, tracker)
@@ -96,12 +100,7 @@ class Recorder:
 
     def save_record(self, record: dict, artifacts: list[Path]) -> None:
         write_json(self.folder / "metrics.json", record)
-        self.tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
-        self.tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None),
-                               **{f"measured_with.{m}": json.dumps(s, sort_keys=True)
-                                  for m, s in record.get("measured_with", {}).items()}})
-        for path in artifacts + [self.folder / "metrics.json", self.folder / "run.json"]:
-            self.tracker.log_artifact(path, link=path.suffix == ".pt")
+        send_record(self.tracker, self.folder, record, artifacts)
 
     def add_tags(self, tags: dict) -> None:
         if tags:
@@ -117,6 +116,8 @@ class Recorder:
         synced = self.tracker.end(status)
         self.state["mlflow_sync"] = "done" if synced or not self.state.get("mlflow_run_id") else "pending"
         self.write_state()
+        if self.state["mlflow_sync"] == "pending" and sync(self.folder / "run.json", self.tracker.uri):
+            self.state["mlflow_sync"] = "done"  # the store came back before the end: it has the whole record now
 
     @contextlib.contextmanager
     def guard(self, keep_status: bool = False):

@@ -140,9 +140,9 @@ def _list(obj, key: str, path: Path, default=None) -> list:
 
 def _ints(obj, key: str, path: Path, default) -> list[int]:
     values = _list(obj, key, path, default)
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 31]
     if bad or not values:
-        raise RepbenchError(f"{path}: '{key}' must be a list of integers, got {values!r}")
+        raise RepbenchError(f"{path}: '{key}' must be a list of integers from 0 to 2^31 - 1, got {values!r}")
     return values
 
 

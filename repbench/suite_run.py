@@ -37,6 +37,10 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
         bar.update()
         bar.write(f"{outcome['status']:<8} {outcome['cell']}" + (f"  on {outcome['node']}" if "node" in outcome
                                                                    else ""))
+        lost = (outcome.get("record") or {}).get("tracking_error")
+        if lost:
+            bar.write(f"warning: MLflow tracking of {outcome['cell']} failed ({lost}); its results are in its run "
+                      f"folder")
     if session is not None:
         from .cluster import run_on_ray
         run_on_ray(session, specs, done)

@@ -79,8 +79,9 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def unreachable(uri: str, attempts: int = 2, timeout_s: float = 3.0) -> str | None:
-    """Why an MLflow server does not answer its health check, or None when it does (local stores always do)."""
+def unreachable(uri: str, attempts: int = 2, timeout_s: float = 10.0) -> str | None:
+    """Why an MLflow server does not answer its health check, or None when it does (local stores always do).
+    A refused connection is known at once; the timeout allows a busy server (one worker taking an upload)."""
     if not is_remote(uri):
         return None
     reason = ""
@@ -232,51 +233,66 @@ class MLflowTracker:
         return True
 
     def end(self, status: str) -> bool:
-        """Close the run with `status`; True when the store now says so. After an earlier failure this still
-        tries once, with a fresh client, so a store that came back does not keep the run RUNNING."""
+        """Close the run with `status`; True when the store now holds the whole run. False after any earlier
+        failure: what the store missed is not known, so the run is left to `sync` (the whole record again)."""
         assert status in RUN_STATUSES
-        if self.run_id is None:
+        if self.run_id is None or self.error is not None:
             return self.error is None
-        if self.error is None:
-            self._guard("end", self.client.set_terminated, self.run_id, status)
-            return self.error is None
-        return set_status(self.uri, self.run_id, status)
+        self._guard("end", self.client.set_terminated, self.run_id, status)
+        return self.error is None
 
 
-def set_status(uri: str, run_id: str, status: str, error: str | None = None) -> bool:
-    """Set a run's final status (and error tag) in a store, quietly; False if the store cannot be reached."""
-    if unreachable(uri, attempts=1):
-        return False
-    try:
-        client = connect(uri)
-        if error:
-            client.set_tag(run_id, "error", error)
-        client.set_terminated(run_id, status)
-        return True
-    except Exception:  # the store is still unwell: the run folder keeps the truth and a later call retries
-        return False
+def send_record(tracker: MLflowTracker, folder: Path, record: dict, artifacts: list[Path]) -> None:
+    """A run's final record as MLflow holds it: metric values, which metrics do not apply, the settings each was
+    measured with, and the files (checkpoints linked where the store allows, metrics.json and run.json last)."""
+    import json
+    tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
+    tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None),
+                      **{f"measured_with.{m}": json.dumps(s, sort_keys=True)
+                         for m, s in record.get("measured_with", {}).items()}})
+    for path in artifacts + [Path(folder) / "metrics.json", Path(folder) / "run.json"]:
+        tracker.log_artifact(path, link=path.suffix == ".pt")
 
 
 def reconcile(results_dir: Path, uri: str) -> int:
-    """Bring MLflow runs whose final status could not be written (a lost server, a full disk) in line with
-    their run folders; return how many were fixed."""
+    """Bring MLflow runs that fell behind their run folders (`mlflow_sync: pending`: a lost server, a full disk)
+    in line; return how many were fixed. A store still unwell is left for a later call, quietly."""
+    return sum(sync(path, uri) for path in sorted(Path(results_dir).glob("runs/*/run.json")))
+
+
+def sync(path: Path, uri: str) -> bool:
+    """Bring one pending run in line with its folder: a FINISHED run's record is sent again (what the store
+    missed is not known) and the final status set; True when this call fixed it."""
     import json
-    fixed = 0
-    for path in sorted(Path(results_dir).glob("runs/*/run.json")):
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if state.get("mlflow_sync") != "pending" or state.get("tracking_uri", uri) != uri:
-            continue
-        if state.get("mlflow_run_id") and set_status(uri, state["mlflow_run_id"], state["status"],
-                                                     state.get("error")):
-            state["mlflow_sync"] = "done"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=2))
-            tmp.replace(path)
-            fixed += 1
-    return fixed
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if state.get("mlflow_sync") != "pending" or state.get("tracking_uri", uri) != uri or \
+            not state.get("mlflow_run_id") or not _bring_in_line(uri, path.parent, state):
+        return False
+    state["mlflow_sync"] = "done"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+    return True
+
+
+def _bring_in_line(uri: str, folder: Path, state: dict) -> bool:
+    import json
+    if unreachable(uri, attempts=1):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tracker = MLflowTracker(uri, "", folder.parent.parent)
+        tracker.attach(state["mlflow_run_id"])
+        metrics = folder / "metrics.json"
+        if state["status"] == "FINISHED" and metrics.exists():
+            files = [p for p in [folder / "checkpoint.pt"] if p.exists()] + sorted(folder.glob("*.png"))
+            send_record(tracker, folder, json.loads(metrics.read_text()), files)
+        if state.get("error"):
+            tracker.set_tags({"error": state["error"]})
+        return tracker.error is None and tracker.end(state["status"])
 
 
 # ------------------------------------------------------------------------------------------ the shared record

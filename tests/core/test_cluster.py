@@ -94,7 +94,8 @@ def one_finished_run_per_cell(server: str, suite: str) -> dict:
     for r in runs:
         by_key.setdefault(r.data.tags["config_key"], []).append(r)
     assert len(by_key) == 2 and all(len(v) == 1 for v in by_key.values()), [(k, len(v)) for k, v in by_key.items()]
-    assert all(v[0].info.status == "FINISHED" for v in by_key.values())
+    assert all(v[0].info.status == "FINISHED" for v in by_key.values()), \
+        [(k, v[0].info.status, v[0].data.tags.get("error")) for k, v in by_key.items()]
     return {k: v[0] for k, v in by_key.items()}
 
 
@@ -162,3 +163,30 @@ def test_an_address_where_no_cluster_listens_is_one_line_at_once(server, tmp_pat
                                    "--tracking-uri", server, "--results-dir", str(tmp_path)])
     assert out.exit_code == 2 and out.stderr.startswith("error: no Ray cluster answers at 127.0.0.1:"), out.output
     assert time.time() - started < 30 and not (tmp_path / "runs").exists()
+
+
+def test_a_cell_sends_what_the_server_missed_before_its_scratch_folder_goes(server, tmp_path):
+    """A cluster cell's folder is scratch: a record the server fell behind on is sent again before the task ends,
+    and a cell whose server never takes it is FAILED, never FINISHED with the record gone."""
+    import json
+    from repbench.cluster import sent_to_server
+    scratch = tmp_path / "scratch"
+    out = CliRunner().invoke(cli, ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q",
+                                   "--grid", "0", "--metrics", "bpd", "--iw-samples", "2", "--results-dir",
+                                   str(scratch), "--tracking-uri", server, "--experiment", "scratch-sync"])
+    assert out.exit_code == 0, out.output
+    (path,) = scratch.glob("runs/*/run.json")
+    state = json.loads(path.read_text())
+    MlflowClient(server).update_run(state["mlflow_run_id"], status="RUNNING")  # the end the server missed
+    finished = {"cell": "vae", "status": "FINISHED", "record": {"tracking_error": "end: ReadTimeout"}}
+
+    gone = f"http://127.0.0.1:{free_port()}"
+    path.write_text(json.dumps({**state, "mlflow_sync": "pending", "tracking_uri": gone}))
+    lost = sent_to_server(finished, scratch, gone, wait_s=0.5)
+    assert lost["status"] == "FAILED" and "did not take the cell's record (end: ReadTimeout)" in lost["error"]
+
+    path.write_text(json.dumps({**state, "mlflow_sync": "pending"}))
+    sent = sent_to_server(finished, scratch, server, wait_s=30)
+    assert sent["status"] == "FINISHED" and sent["record"]["tracking_error"] is None, sent
+    assert MlflowClient(server).get_run(state["mlflow_run_id"]).info.status == "FINISHED"
+    assert json.loads(path.read_text())["mlflow_sync"] == "done"

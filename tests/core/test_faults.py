@@ -168,8 +168,55 @@ def test_a_server_lost_mid_run_is_brought_in_line_when_it_returns(tmp_path):
         again = CliRunner().invoke(cli, SMOKE + ["--results-dir", str(tmp_path / "results"), "--tracking-uri", uri,
                                                  "--seed", "1"])
         assert again.exit_code == 0, again.output
-        assert MlflowClient(uri).get_run(state["mlflow_run_id"]).info.status == "FINISHED"
         assert json.loads((folder / "run.json").read_text())["mlflow_sync"] == "done"
+        assert_in_line(uri, folder)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def assert_in_line(uri: str, folder: Path) -> None:
+    """The MLflow run holds what the folder holds: its status, final metric values and record files."""
+    state = json.loads((folder / "run.json").read_text())
+    run = MlflowClient(uri).get_run(state["mlflow_run_id"])
+    assert run.info.status == state["status"] == "FINISHED"
+    bpd = json.loads((folder / "metrics.json").read_text())["metrics"]["bpd"]
+    assert run.data.metrics["bpd"] == pytest.approx(bpd), (run.data.metrics, bpd)
+    assert {"metrics.json", "run.json"} <= {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.slow
+def test_a_run_resumed_while_its_server_is_away_keeps_its_mlflow_run(tmp_path):
+    from test_tracking import free_port, start_server
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    results = tmp_path / "results"
+    args = [*SMOKE, "--epochs", "6", "-o", "train_limit=600", "--results-dir", str(results), "--tracking-uri", uri]
+    server = start_server(tmp_path, port)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not list(results.glob("runs/*/checkpoint.pt")) and time.time() < deadline:
+            time.sleep(0.05)
+        proc.terminate()  # stopped mid-run: KILLED in both records
+        proc.communicate(timeout=60)
+        (folder,) = (results / "runs").iterdir()
+        run_id = json.loads((folder / "run.json").read_text())["mlflow_run_id"]
+        assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    resumed = CliRunner().invoke(cli, args + ["--resume"])  # the server is away for the whole rest of the run
+    assert resumed.exit_code == 0 and "warning: MLflow tracking failed" in resumed.stdout, resumed.output
+    state = json.loads((folder / "run.json").read_text())
+    assert state["mlflow_run_id"] == run_id and state["mlflow_sync"] == "pending", state
+    server = start_server(tmp_path, port)
+    try:
+        again = CliRunner().invoke(cli, args + ["--seed", "1"])  # any run here brings the store in line
+        assert again.exit_code == 0, again.output
+        assert json.loads((folder / "run.json").read_text())["mlflow_sync"] == "done"
+        assert_in_line(uri, folder)
     finally:
         server.terminate()
         server.wait(timeout=30)
