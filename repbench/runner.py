@@ -17,7 +17,7 @@ from .battery import BatteryConfig, run_battery
 from .data import DATASETS, ImageData, labelled_subset, load_dataset
 from .measured import merge_record, missing_metrics, units_of
 from .records import (check_results_dir, find_finished, find_resumable, find_run, new_run_folder, read_json,
-                      run_name, run_prefix, settle_orphans)
+                      run_name, run_prefix, settle_orphans, why_not_resumable)
 from .recording import Recorder
 from .registry import RepbenchError
 from .tracking import default_tracking_uri, reconcile
@@ -90,8 +90,8 @@ def run(spec: RunSpec) -> dict:
         return complete(done, spec, device)
     folder = find_resumable(runs_root, prefix) if spec.resume else None
     if spec.resume and folder is None:
-        raise RepbenchError(f"--resume: no interrupted run of {run_name(learner, spec.dataset)} with these options "
-                            f"under {runs_root}; start it without --resume")
+        raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
+                            f"options under {runs_root}: {why_not_resumable(runs_root, prefix)}")
     data = load_data(spec, learner)
     rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device)
     with rec.guard():

@@ -98,6 +98,28 @@ def test_a_killed_run_is_marked_killed_by_the_next_run_of_its_configuration(tmp_
     assert state["mlflow_sync"] == "done" and len(list(results.glob("runs/*"))) == 2  # the new run, finished
 
 
+def test_resume_never_takes_over_a_live_run_nor_revives_one_a_newer_run_finished(tmp_path):
+    results = tmp_path / "r"
+    args = SMOKE + ["--epochs", "40", "--results-dir", str(results)]  # long enough to be caught running
+    proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(results.glob("runs/*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        live = CliRunner().invoke(cli, args + ["--resume"])  # a second terminal, the same command
+        assert live.exit_code == 2 and f"is still running (process {proc.pid} " in one_line(live), live.output
+        assert len(list(results.glob("runs/*"))) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    (stopped,) = [p.parent for p in results.glob("runs/*/run.json")]
+    assert json.loads((stopped / "run.json").read_text())["status"] == "KILLED"
+    assert CliRunner().invoke(cli, args).exit_code == 0  # the same configuration, run to the end anew
+    stale = CliRunner().invoke(cli, args + ["--resume"])
+    assert stale.exit_code == 2 and "its newest run finished" in one_line(stale), stale.output
+
+
 @pytest.mark.parametrize("command", [SMOKE + ["--epochs", "200"], ["suite", "{suite}", "--jobs", "2", "-q"]],
                          ids=["run", "suite-jobs-2"])
 def test_sigterm_stops_runs_as_ctrl_c_does(tmp_path, command):

@@ -176,9 +176,9 @@ def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path):
     results = tmp_path / "results"
     run_suite(suite, results_dir=results, progress=False)
     (folder,) = (results / "runs").iterdir()
-    # make it look interrupted after its last epoch: not finished, no metrics yet
+    # make it look stopped (Ctrl-C) after its last epoch: not finished, no metrics yet
     state = json.loads((folder / "run.json").read_text())
-    (folder / "run.json").write_text(json.dumps({**state, "status": "RUNNING"}))
+    (folder / "run.json").write_text(json.dumps({**state, "status": "KILLED"}))
     (folder / "metrics.json").unlink()
     (outcome,) = run_suite(suite, results_dir=results, progress=False)
     assert outcome["status"] == "FINISHED" and [f.name for f in (results / "runs").iterdir()] == [folder.name]
