@@ -75,7 +75,7 @@ def has_checkpoint(server: str, run) -> bool:
     return any(a.path == "checkpoint.pt" for a in MlflowClient(server).list_artifacts(run.info.run_id))
 
 
-def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 120):
+def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300):  # Ray workers start slowly under load
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = condition()
