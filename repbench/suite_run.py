@@ -94,17 +94,42 @@ def run_cell(cell: Cell, spec) -> dict:
                 "error": str(exc) if isinstance(exc, RepbenchError) else f"{type(exc).__name__}: {exc}"}
 
 
+STOP_WAIT_S = 120  # after Ctrl-C or SIGTERM, how long the suite waits for its running cells to record the stop
+_stopping = False  # in a worker: the suite was stopped, so a queued cell is not started
+_busy = False      # in a worker: a cell is running
+
+
 def _set_threads(n: int) -> None:
     import torch
     torch.set_num_threads(n)
     # A suite started in the background by a shell inherits an ignored SIGINT; the parent stops its workers with
     # SIGINT (see _run_parallel), so they must hear it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _stop_worker)
+
+
+def _stop_worker(signum, frame):
+    global _stopping
+    _stopping = True
+    if _busy:  # the running cell ends KILLED and resumable; an idle worker just stops taking cells
+        raise KeyboardInterrupt
+
+
+def _run_in_worker(cell: Cell, spec) -> dict:
+    """run_cell in a --jobs worker. A worker outlives a stopped cell and the pool hands it the cells it had
+    queued already: once the suite is stopped they are refused, never started."""
+    global _busy
+    if _stopping:
+        return {"cell": cell, "status": "NOT RUN", "error": "the suite was stopped first"}
+    _busy = True
+    try:
+        return run_cell(cell, spec)
+    finally:
+        _busy = False
 
 
 def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor, as_completed, wait
     import torch
     from .tracking import MLflowTracker, default_tracking_uri
     # Create the store and experiment once, so that workers do not race to migrate a new SQLite file.
@@ -112,16 +137,20 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
     threads = max(1, torch.get_num_threads() // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
                              initargs=(threads,)) as pool:
-        futures = {pool.submit(run_cell, cell, spec): i for i, (cell, spec) in enumerate(specs)}
+        futures = {pool.submit(_run_in_worker, cell, spec): i for i, (cell, spec) in enumerate(specs)}
         try:
             for future in as_completed(futures):
                 done(futures[future], future.result())
         except BaseException:
             workers = list((getattr(pool, "_processes", None) or {}).values())
+            started = [f for f in futures if f.running()]  # running or already handed to a worker
             pool.shutdown(wait=False, cancel_futures=True)
             for proc in workers:  # what Ctrl-C in a terminal does; a SIGTERM reaches this process alone
                 if proc.is_alive():
                     os.kill(proc.pid, signal.SIGINT)
+            wait(started, timeout=STOP_WAIT_S)  # each running cell records its stop
+            for proc in workers:  # idle now; left alive, a worker would outlive the suite
+                proc.terminate()
             raise
 
 

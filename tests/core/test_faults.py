@@ -1,6 +1,7 @@
 """Faults leave the run folder, run.json and the MLflow run agreeing: a full disk, a read-only folder, a lost or
 unreachable tracking server, two runs started at once, a killed process."""
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -125,8 +126,9 @@ def test_resume_never_takes_over_a_live_run_nor_revives_one_a_newer_run_finished
 def test_sigterm_stops_runs_as_ctrl_c_does(tmp_path, command):
     """kill, pkill, `timeout` and schedulers send SIGTERM: every run ends KILLED in run.json and MLflow."""
     results = tmp_path / "r"
-    (tmp_path / "s.yaml").write_text("name: two\nlearners: [{name: vae, options: {epochs: 200}}, "
-                                     "{name: lpvae, options: {h: 1, epochs: 200}}]\n"
+    (tmp_path / "s.yaml").write_text("name: three\nlearners: [{name: vae, options: {epochs: 200}}, "
+                                     "{name: lpvae, options: {h: 1, epochs: 200}}, "
+                                     "{name: lpvae, options: {h: 2, epochs: 200}}]\n"  # queued behind two jobs
                                      "datasets: [synthetic]\npresets: [smoke]\nmetrics: [bpd]\n")
     args = [a.replace("{suite}", str(tmp_path / "s.yaml")) for a in command] + ["--results-dir", str(results)]
     proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", *args], stdout=subprocess.DEVNULL,
@@ -142,6 +144,16 @@ def test_sigterm_stops_runs_as_ctrl_c_does(tmp_path, command):
     assert len(states) == want and all(s["status"] == "KILLED" for s in states), states
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     assert all(client.get_run(s["mlflow_run_id"]).info.status == "KILLED" for s in states)
+    time.sleep(3)  # a worker that outlived the suite would start the queued cell now
+    assert len(list(results.glob("runs/*"))) == want and not any(alive(int(s["process"]["pid"])) for s in states)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie has ended
 
 
 def test_an_unreachable_server_costs_seconds_not_minutes(tmp_path):
