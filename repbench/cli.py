@@ -168,9 +168,11 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     from .runner import RunSpec, run as run_one
     opts = parse_pairs(options, "--option")
     for key, value in (("h", h), ("epochs", epochs)):
-        if value is not None and key in opts and opts[key] != value:
+        if value is None:
+            continue
+        if opts.get(key, value) != value:
             raise RepbenchError(f"--{key} {value} and -o {key}={opts[key]} disagree; give it once")
-        opts.update({key: value} if value is not None else {})
+        opts[key] = value
     spec = RunSpec(learner=model, options=opts, dataset=dataset, preset=preset, seed=seed, device=device,
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,

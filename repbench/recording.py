@@ -46,11 +46,10 @@ class Recorder:
                 "dataset": identity["dataset"], "preset": identity["preset"], "seed": str(identity["seed"]),
                 "run_folder": str(folder), **({"config_key": key} if key else {}), **spec.tags}
         battery = {k: v for k, v in _spec_dict(spec)["battery"].items() if k != "eval_batch_size"}
+        known = state.get("mlflow_run_id") or spec.mlflow_run_id  # resuming: kept even if the store is away now
         state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
                                                                   "device": str(device), "env": state["environment"],
-                                                                  "battery": battery}, tags,
-                                               state.get("mlflow_run_id") or spec.mlflow_run_id) \
-            or state.get("mlflow_run_id") or spec.mlflow_run_id  # a resumed run keeps its MLflow run, to sync later
+                                                                  "battery": battery}, tags, known) or known
         if spec.checkpoint_every and not state["mlflow_run_id"]:  # a cluster cell's record is the server's alone
             raise RepbenchError(f"the tracking server did not take this cell's run ({tracker.error}); nothing was "
                                 f"trained")
