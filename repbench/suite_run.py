@@ -67,11 +67,12 @@ def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking
 def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
                data_root: str | None):
     from .battery import battery_for
-    from .records import find_finished, find_resumable
+    from .records import find_finished, find_resumable, settle_orphans
     from .runner import RunSpec
     runs_root = Path(results_dir) / "runs"
     try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
         prefix = cell.prefix()
+        settle_orphans(runs_root, prefix)  # a lost session's run still says RUNNING until this marks it KILLED
         resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
     except RepbenchError:
         resume = False  # bad options: `run` reports them as this cell's failure

@@ -1,6 +1,7 @@
 """Suites, reports and regression checks on real runs in a temporary store."""
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -171,16 +172,23 @@ def test_ui_serves_the_local_store(ran):
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
 
 
-def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path):
+@pytest.mark.parametrize("left", ["stopped", "lost"])
+def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path, left):
+    """`stopped`: Ctrl-C recorded KILLED. `lost`: the machine went away mid-run, so run.json still says RUNNING
+    for a process that no longer exists."""
     (tmp_path / "s.yaml").write_text("name: one\nlearners: [{name: vae}]\ndatasets: [synthetic]\npresets: [smoke]\n"
                                      "metrics: [bpd]\nbattery: {iw_samples: 2}\n")
     suite = load_suite(tmp_path / "s.yaml")
     results = tmp_path / "results"
     run_suite(suite, results_dir=results, progress=False)
     (folder,) = (results / "runs").iterdir()
-    # make it look stopped (Ctrl-C) after its last epoch: not finished, no metrics yet
+    # make it look interrupted after its last epoch: not finished, no metrics yet
     state = json.loads((folder / "run.json").read_text())
-    (folder / "run.json").write_text(json.dumps({**state, "status": "KILLED"}))
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid names no live process
+    left_as = {"status": "KILLED"} if left == "stopped" else \
+        {"status": "RUNNING", "process": {"hostname": platform.node(), "pid": str(ended.pid)}}
+    (folder / "run.json").write_text(json.dumps({**state, **left_as}))
     (folder / "metrics.json").unlink()
     (outcome,) = run_suite(suite, results_dir=results, progress=False)
     assert outcome["status"] == "FINISHED" and [f.name for f in (results / "runs").iterdir()] == [folder.name]
