@@ -116,16 +116,23 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 class MLflowTracker:
-    """One MLflow run. Every call is guarded: the first failure warns once and turns tracking off."""
+    """One MLflow run. Every call is guarded: the first failure warns once and records `error` (the store missed
+    something, so the run is left to `sync`); calls are then skipped for `retry_s` seconds and tried again, so a
+    server back from a restart gets the later epochs and checkpoints of a long run."""
 
-    def __init__(self, tracking_uri: str, experiment: str, results_dir: Path):
+    def __init__(self, tracking_uri: str, experiment: str, results_dir: Path, retry_s: float = 60.0):
         self.uri, self.experiment, self.results_dir = tracking_uri, experiment, Path(results_dir)
         self.run_id: str | None = None
         self.client = None
         self.error: str | None = None
+        self.retry_s = retry_s
+        self._quiet_until = 0.0  # time.monotonic() before which calls are skipped
 
     def _guard(self, what: str, fn, *args, **kw):
-        if self.error is not None:
+        if time.monotonic() < self._quiet_until:
+            return None
+        if self.error is not None and unreachable(self.uri, attempts=1):
+            self._quiet_until = time.monotonic() + self.retry_s  # still away: no minutes lost in client retries
             return None
         try:
             with deferred_interrupt():
@@ -135,9 +142,12 @@ class MLflowTracker:
             return None
 
     def _fail(self, what: str, why: str) -> None:
-        self.error = f"{what}: {why}"
-        warnings.warn(f"MLflow tracking at {self.uri} failed ({self.error}); results are still written to the "
-                      f"run folder", RuntimeWarning, stacklevel=4)
+        self._quiet_until = time.monotonic() + self.retry_s
+        if self.error is None:
+            self.error = f"{what}: {why}"
+            warnings.warn(f"MLflow tracking at {self.uri} failed ({self.error}); results are still written to "
+                          f"the run folder, and the MLflow run is brought in line when the store answers again",
+                          RuntimeWarning, stacklevel=4)
 
     def start(self, run_name: str, params: dict, tags: dict, run_id: str | None = None) -> str | None:
         problem = unreachable(self.uri)

@@ -209,6 +209,37 @@ def test_a_server_lost_mid_run_is_brought_in_line_when_it_returns(tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
+def test_tracking_picks_up_again_when_the_server_returns_mid_run(tmp_path):
+    """A restart of the server costs the epochs logged while it was away, not the rest of the run (a cluster cell
+    needs its later checkpoints there), and the run is still marked for a full resend at its end."""
+    from repbench.tracking import MLflowTracker
+    from test_tracking import free_port, start_server
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    tracker = MLflowTracker(uri, "restart", tmp_path, retry_s=0.5)
+    try:
+        run_id = tracker.start("r", {"a": 1}, {})
+        tracker.log_metrics({"loss": 3.0}, step=1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with pytest.warns(RuntimeWarning, match="failed"):
+        tracker.log_metrics({"loss": 2.0}, step=2)
+    tracker.log_metrics({"loss": 1.5}, step=3)  # within retry_s: skipped, not waited for
+    server = start_server(tmp_path, port)  # the same store comes back
+    try:
+        time.sleep(0.6)
+        tracker.log_metrics({"loss": 1.0}, step=4)
+        steps = {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, "loss")}
+        assert steps == {1: 3.0, 4: 1.0}
+        assert tracker.end("FINISHED") is False and MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def assert_in_line(uri: str, folder: Path) -> None:
     """The MLflow run holds what the folder holds: its status, final metric values and record files."""
     state = json.loads((folder / "run.json").read_text())
