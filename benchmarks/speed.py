@@ -21,6 +21,7 @@ from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
 import repbench
+from repbench.config import PRESETS
 from repbench.runner import resolve_device
 from repbench.train import make_optimizer
 from repbench_models import reference
@@ -106,7 +107,7 @@ def main(argv=None) -> dict:
         import targets
         return targets.main([a for a in argv if a != "--targets"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["quick", "paper"])
+    ap.add_argument("--presets", nargs="+", default=["quick", "paper"], choices=sorted(PRESETS))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--min-seconds", type=float, default=3.0, help="time each configuration at least this long")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -139,6 +140,11 @@ def cli():
     """repbench: benchmark representation learners (VAE, local and full PixelCNN VAEs, baselines)."""
     warnings.simplefilter("default", PluginWarning)
     warnings.formatwarning = one_line_warning
+    if os.environ.get("REPBENCH_MALLOC", "tuned") not in ("tuned", "system"):  # read at import, checked here
+        bad = click.ClickException(f"REPBENCH_MALLOC must be 'tuned' or 'system', got "
+                                   f"'{os.environ['REPBENCH_MALLOC']}'")
+        bad.exit_code = 2
+        raise bad
 
 
 # ------------------------------------------------------------------------------------------ run / eval

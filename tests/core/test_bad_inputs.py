@@ -256,3 +256,10 @@ def assert_nothing_left_running(results: Path) -> None:
 
 def test_there_are_at_least_sixty_cases():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_an_unknown_malloc_mode_is_one_line_before_any_command(monkeypatch):
+    monkeypatch.setenv("REPBENCH_MALLOC", "jemalloc")  # read at import; preloading is how jemalloc is chosen
+    out = CliRunner().invoke(cli, ["ls"])
+    assert out.exit_code == 2 and out.stderr.strip() == \
+        "error: REPBENCH_MALLOC must be 'tuned' or 'system', got 'jemalloc'", out.stderr
