@@ -84,26 +84,22 @@ def run_folders(runs_root: Path, prefix: str) -> list[Path]:
 def find_resumable(runs_root: Path, prefix: str) -> Path | None:
     """The newest interrupted run of a configuration (stopped or failed, with a checkpoint), unless a newer run
     finished. A RUNNING one belongs to a live process (`settle_orphans` has run) and is never taken over."""
-    for folder in run_folders(runs_root, prefix):
-        status = read_json(folder / "run.json").get("status")
-        if status == "FINISHED":
-            return None
-        if status != "RUNNING" and (folder / "checkpoint.pt").exists():
-            return folder
-    return None
+    return resumable(runs_root, prefix)[0]
 
 
-def why_not_resumable(runs_root: Path, prefix: str) -> str:
-    """What `--resume` found instead of an interrupted run of this configuration."""
+def resumable(runs_root: Path, prefix: str) -> tuple[Path | None, str]:
+    """`find_resumable`'s folder, or None with what was found instead (for `--resume`'s error)."""
     for folder in run_folders(runs_root, prefix):
         state = read_json(folder / "run.json")
         if state.get("status") == "FINISHED":
-            return f"its newest run finished ({folder.name}); run it without --resume to reuse or repeat it"
+            return None, f"its newest run finished ({folder.name}); run it without --resume to reuse or repeat it"
         if state.get("status") == "RUNNING":
             proc = state.get("process") or state.get("environment") or {}
-            return f"{folder.name} is still running (process {proc.get('pid')} on {proc.get('hostname')}); wait " \
-                   f"for it or stop it first"
-    return "no interrupted run with a checkpoint; start it without --resume"
+            return None, f"{folder.name} is still running (process {proc.get('pid')} on {proc.get('hostname')}); " \
+                         f"wait for it or stop it first"
+        if (folder / "checkpoint.pt").exists():
+            return folder, "resumable"
+    return None, "no interrupted run with a checkpoint; start it without --resume"
 
 
 def settle_orphans(runs_root: Path, prefix: str) -> int:

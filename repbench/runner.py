@@ -16,8 +16,8 @@ from .api import create_learner, has_ability, learner_from_params
 from .battery import BatteryConfig, run_battery
 from .data import DATASETS, ImageData, labelled_subset, load_dataset
 from .measured import merge_record, missing_metrics, units_of
-from .records import (check_results_dir, find_finished, find_resumable, find_run, new_run_folder, read_json,
-                      run_name, run_prefix, settle_orphans, why_not_resumable)
+from .records import (check_results_dir, find_finished, find_run, new_run_folder, read_json, resumable, run_name,
+                      run_prefix, settle_orphans)
 from .recording import Recorder
 from .registry import RepbenchError
 from .tracking import default_tracking_uri, reconcile
@@ -88,10 +88,10 @@ def run(spec: RunSpec) -> dict:
     done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
     if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing
         return complete(done, spec, device)
-    folder = find_resumable(runs_root, prefix) if spec.resume else None
+    folder, why_not = resumable(runs_root, prefix) if spec.resume else (None, "")
     if spec.resume and folder is None:
         raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
-                            f"options under {runs_root}: {why_not_resumable(runs_root, prefix)}")
+                            f"options under {runs_root}: {why_not}")
     data = load_data(spec, learner)
     rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device)
     with rec.guard():
