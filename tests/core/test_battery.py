@@ -1,6 +1,5 @@
 """The battery on a real (tiny) trained learner: every metric, the representation cache, `repbench eval`."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,11 +1,9 @@
 """The command line: every bad input gives one line on stderr and a non-zero exit, never a traceback."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import repbench
-from repbench.api import Learner
 from repbench.registry import PluginWarning, Registry
 from repbench.testing import check_learner
 
