@@ -8,6 +8,7 @@ starts (MLflow's own client would retry for minutes), and HTTP calls retry littl
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -255,7 +256,6 @@ class MLflowTracker:
 def send_record(tracker: MLflowTracker, folder: Path, record: dict, artifacts: list[Path]) -> None:
     """A run's final record as MLflow holds it: metric values, which metrics do not apply, the settings each was
     measured with, and the files (checkpoints linked where the store allows, metrics.json and run.json last)."""
-    import json
     tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
     tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None),
                       **{f"measured_with.{m}": json.dumps(s, sort_keys=True)
@@ -266,18 +266,26 @@ def send_record(tracker: MLflowTracker, folder: Path, record: dict, artifacts: l
 
 def reconcile(results_dir: Path, uri: str) -> int:
     """Bring MLflow runs that fell behind their run folders (`mlflow_sync: pending`: a lost server, a full disk)
-    in line; return how many were fixed. A store still unwell is left for a later call, quietly."""
-    return sum(sync(path, uri) for path in sorted(Path(results_dir).glob("runs/*/run.json")))
+    in line; return how many were fixed. A store still unwell is left for a later call, quietly (one health
+    check for all the runs, as a hung server costs its whole timeout)."""
+    paths = sorted(Path(results_dir).glob("runs/*/run.json"))
+    waiting = [p for p in paths if _state(p).get("mlflow_sync") == "pending"]
+    if not waiting or unreachable(uri, attempts=1):
+        return 0
+    return sum(sync(path, uri) for path in waiting)
+
+
+def _state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def sync(path: Path, uri: str) -> bool:
     """Bring one pending run in line with its folder: a FINISHED run's record is sent again (what the store
     missed is not known) and the final status set; True when this call fixed it."""
-    import json
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
+    state = _state(path)
     if state.get("mlflow_sync") != "pending" or state.get("tracking_uri", uri) != uri or \
             not state.get("mlflow_run_id") or not _bring_in_line(uri, path.parent, state):
         return False
@@ -289,7 +297,6 @@ def sync(path: Path, uri: str) -> bool:
 
 
 def _bring_in_line(uri: str, folder: Path, state: dict) -> bool:
-    import json
     if unreachable(uri, attempts=1):
         return False
     with warnings.catch_warnings():

@@ -175,6 +175,37 @@ def test_an_unreachable_server_costs_seconds_not_minutes(tmp_path):
     assert json.loads((folder / "metrics.json").read_text())["metrics"]["bpd"] > 0
 
 
+def test_runs_waiting_for_a_sick_server_cost_one_health_check_per_command(tmp_path):
+    """Every command starts by bringing pending runs in line; with many of them and a server that is down (or
+    hangs for the health check's whole timeout), it asks once, not once per run."""
+    import http.server
+    from repbench.tracking import reconcile
+    asked = []
+
+    class Sick(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_error(503)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Sick)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for i in range(3):
+            folder = tmp_path / "runs" / f"vae-{i}"
+            folder.mkdir(parents=True)
+            (folder / "run.json").write_text(json.dumps({"status": "KILLED", "mlflow_sync": "pending",
+                                                         "tracking_uri": uri, "mlflow_run_id": f"run{i}"}))
+        assert reconcile(tmp_path, uri) == 0
+        assert asked == ["/health"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.slow
 def test_a_server_lost_mid_run_is_brought_in_line_when_it_returns(tmp_path):
     from test_tracking import free_port, start_server
