@@ -268,11 +268,16 @@ def reconcile(results_dir: Path, uri: str) -> int:
     """Bring MLflow runs that fell behind their run folders (`mlflow_sync: pending`: a lost server, a full disk)
     in line; return how many were fixed. A store still unwell is left for a later call, quietly (one health
     check for all the runs, as a hung server costs its whole timeout)."""
-    paths = sorted(Path(results_dir).glob("runs/*/run.json"))
-    waiting = [p for p in paths if _state(p).get("mlflow_sync") == "pending"]
+    waiting = [p for p in sorted(Path(results_dir).glob("runs/*/run.json")) if _waits_on(_state(p), uri)]
     if not waiting or unreachable(uri, attempts=1):
         return 0
     return sum(sync(path, uri) for path in waiting)
+
+
+def _waits_on(state: dict, uri: str) -> bool:
+    """Whether a run's MLflow run at `uri` fell behind its folder."""
+    return state.get("mlflow_sync") == "pending" and state.get("tracking_uri", uri) == uri and \
+        bool(state.get("mlflow_run_id"))
 
 
 def _state(path: Path) -> dict:
@@ -286,8 +291,7 @@ def sync(path: Path, uri: str) -> bool:
     """Bring one pending run in line with its folder: a FINISHED run's record is sent again (what the store
     missed is not known) and the final status set; True when this call fixed it."""
     state = _state(path)
-    if state.get("mlflow_sync") != "pending" or state.get("tracking_uri", uri) != uri or \
-            not state.get("mlflow_run_id") or not _bring_in_line(uri, path.parent, state):
+    if not _waits_on(state, uri) or not _bring_in_line(uri, path.parent, state):
         return False
     state["mlflow_sync"] = "done"
     tmp = path.with_suffix(".tmp")
