@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -140,9 +139,9 @@ def cli():
     """repbench: benchmark representation learners (VAE, local and full PixelCNN VAEs, baselines)."""
     warnings.simplefilter("default", PluginWarning)
     warnings.formatwarning = one_line_warning
-    if os.environ.get("REPBENCH_MALLOC", "tuned") not in ("tuned", "system"):  # read at import, checked here
-        bad = click.ClickException(f"REPBENCH_MALLOC must be 'tuned' or 'system', got "
-                                   f"'{os.environ['REPBENCH_MALLOC']}'")
+    from .malloc import setting_error
+    if setting_error():
+        bad = click.ClickException(setting_error())
         bad.exit_code = 2
         raise bad
 

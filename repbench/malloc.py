@@ -18,6 +18,13 @@ LARGEST = 2 ** 31 - 1     # mallopt takes an int: anything larger than any tenso
 TOP_PAD = 64 << 20        # grow the heap in 64 MB steps rather than page by page
 
 _mode: str | None = None
+SETTINGS = ("tuned", "system")  # the values of REPBENCH_MALLOC
+
+
+def setting_error() -> str | None:
+    """What is wrong with REPBENCH_MALLOC, for the CLI to say (it is read at import, before any command runs)."""
+    value = os.environ.get("REPBENCH_MALLOC", "tuned")
+    return None if value in SETTINGS else f"REPBENCH_MALLOC must be 'tuned' or 'system', got '{value}'"
 
 
 def tune() -> str:

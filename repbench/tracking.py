@@ -128,22 +128,25 @@ class MLflowTracker:
         self.error: str | None = None
         self.retry_s = retry_s
         self._quiet_until = 0.0  # time.monotonic() before which calls are skipped
+        self._away = False       # the last call failed: ask the server's health before the next
 
     def _guard(self, what: str, fn, *args, **kw):
         if time.monotonic() < self._quiet_until:
             return None
-        if self.error is not None and unreachable(self.uri, attempts=1):
+        if self._away and unreachable(self.uri, attempts=1):
             self._quiet_until = time.monotonic() + self.retry_s  # still away: no minutes lost in client retries
             return None
         try:
             with deferred_interrupt():
-                return fn(*args, **kw)
+                result = fn(*args, **kw)
+            self._away = False
+            return result
         except Exception as exc:  # MLflow, SQL and HTTP errors all end up here
             self._fail(what, f"{type(exc).__name__}: {first_line(exc)}")
             return None
 
     def _fail(self, what: str, why: str) -> None:
-        self._quiet_until = time.monotonic() + self.retry_s
+        self._quiet_until, self._away = time.monotonic() + self.retry_s, True
         if self.error is None:
             self.error = f"{what}: {why}"
             warnings.warn(f"MLflow tracking at {self.uri} failed ({self.error}); results are still written to "

@@ -248,8 +248,8 @@ def test_tracking_picks_up_again_when_the_server_returns_mid_run(tmp_path):
     from test_tracking import free_port, start_server
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, port)
     tracker = MLflowTracker(uri, "restart", tmp_path, retry_s=0.5)
+    server = start_server(tmp_path, port)  # nothing between this and `try` may raise: the server would be left
     try:
         run_id = tracker.start("r", {"a": 1}, {})
         tracker.log_metrics({"loss": 3.0}, step=1)
