@@ -62,7 +62,8 @@ def _raise_interrupt(signum, frame):
 @contextlib.contextmanager
 def deferred_interrupt():
     """Hold a Ctrl-C until the block ends: a store interrupted mid-write could be left with a broken cursor
-    or a half-written row. The interrupt is raised as soon as the call returns."""
+    or a half-written row. As soon as the call returns, the held signal goes to the handler it was meant for
+    (a suite's worker notes there that the suite is stopping, so it starts no queued cell)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -72,7 +73,9 @@ def deferred_interrupt():
         yield
     finally:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        if caught:
+        if caught and callable(previous):
+            previous(*caught[0])
+        elif caught and previous != signal.SIG_IGN:
             raise KeyboardInterrupt
 
 

@@ -2,6 +2,7 @@
 unreachable tracking server, two runs started at once, a killed process."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -146,6 +147,27 @@ def test_sigterm_stops_runs_as_ctrl_c_does(tmp_path, command):
     assert all(client.get_run(s["mlflow_run_id"]).info.status == "KILLED" for s in states)
     time.sleep(3)  # a worker that outlived the suite would start the queued cell now
     assert len(list(results.glob("runs/*"))) == want and not any(alive(int(s["process"]["pid"])) for s in states)
+
+
+def test_a_stop_held_through_a_store_write_still_tells_the_worker_the_suite_is_stopping(monkeypatch):
+    """A --jobs worker learns from its SIGINT handler that the suite is stopping. A SIGINT that arrives while
+    a store write holds it back must still reach that handler, or the worker goes on to start a queued cell
+    (the suite test above then finds a third run folder)."""
+    from repbench import suite_run
+    from repbench.tracking import deferred_interrupt
+    monkeypatch.setattr(suite_run, "_stopping", False)
+    monkeypatch.setattr(suite_run, "_busy", True)
+    previous = signal.signal(signal.SIGINT, suite_run._stop_worker)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the held handler has run by now
+        monkeypatch.setattr(suite_run, "_busy", False)
+        assert suite_run._stopping
+        assert suite_run._run_in_worker("queued cell", None)["status"] == "NOT RUN"
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def alive(pid: int) -> bool:
