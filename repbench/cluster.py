@@ -176,7 +176,6 @@ def run_remote(cell, spec) -> dict:
     """A cell as a Ray task: run in a scratch folder on this node, its record fetched from and sent to the server."""
     import ray
     import torch
-    from .suite_run import run_cell
     node = node_name(ray)
     scratch = Path(tempfile.mkdtemp(prefix="repbench-cell-"))
     try:
@@ -187,9 +186,22 @@ def run_remote(cell, spec) -> dict:
         except Exception as exc:  # the server failed us: this cell's failure, reported at the end
             return {"cell": cell, "status": "FAILED", "node": node,
                     "error": f"cannot read the cell's runs from {spec.tracking_uri}: {first_line(exc, 300)}"}
-        return {**sent_to_server(run_cell(cell, spec), scratch, spec.tracking_uri), "node": node}
+        return {**run_in_scratch(cell, spec, scratch), "node": node}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_in_scratch(cell, spec, scratch: Path) -> dict:
+    """run_cell, then its record sent to the server before the scratch folder goes. A cell cancelled by Ctrl-C
+    on the head sends its stop too (briefly: the head waits CANCEL_WAIT_S for all cells); else a server that
+    missed it would show the run RUNNING for good."""
+    from .suite_run import run_cell
+    try:
+        outcome = run_cell(cell, spec)
+    except KeyboardInterrupt:
+        sent_to_server({"cell": cell, "status": "KILLED"}, scratch, spec.tracking_uri, wait_s=CANCEL_WAIT_S / 2)
+        raise
+    return sent_to_server(outcome, scratch, spec.tracking_uri)
 
 
 def sent_to_server(outcome: dict, scratch: Path, uri: str, wait_s: float = SYNC_WAIT_S) -> dict:

@@ -190,3 +190,89 @@ def test_a_cell_sends_what_the_server_missed_before_its_scratch_folder_goes(serv
     assert sent["status"] == "FINISHED" and sent["record"]["tracking_error"] is None, sent
     assert MlflowClient(server).get_run(state["mlflow_run_id"]).info.status == "FINISHED"
     assert json.loads(path.read_text())["mlflow_sync"] == "done"
+
+
+class Gate:
+    """A reverse proxy to a real MLflow server that can turn sick (every request answered 503), as a server does
+    while it restarts or is overloaded."""
+
+    def __init__(self, target: str):
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+        gate, self.sick = self, False
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            def forward(self):
+                if gate.sick:
+                    return self.send_error(503)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ask = urllib.request.Request(target + self.path, method=self.command, headers={
+                    "Content-Type": self.headers.get("Content-Type", "application/json")},
+                    data=body if self.command in ("POST", "PUT", "PATCH") else None)
+                try:
+                    with urllib.request.urlopen(ask, timeout=60) as answer:
+                        status, kind, data = answer.status, answer.headers.get("Content-Type"), answer.read()
+                except urllib.error.HTTPError as exc:
+                    status, kind, data = exc.code, exc.headers.get("Content-Type"), exc.read()
+                self.send_response(status)
+                self.send_header("Content-Type", kind or "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_cancelled_cell_tells_the_server_it_stopped_before_its_scratch_folder_goes(server, tmp_path):
+    """ray.cancel (Ctrl-C on the head) raises KeyboardInterrupt in a running cell. A server that misses the run's
+    KILLED end at that moment is sent it again while the cell's scratch folder, the only other copy, is still
+    there; else the server would show the run RUNNING for good."""
+    import json
+    import threading
+    from repbench.cluster import run_in_scratch
+    from repbench.runner import RunSpec
+    from repbench.suite import Cell
+    gate, scratch = Gate(server), tmp_path / "scratch"
+    cell = Cell("vae", {"epochs": 200}, "synthetic", "smoke", 0)
+    spec = RunSpec(learner="vae", options={"epochs": 200}, dataset="synthetic", preset="smoke", results_dir=scratch,
+                   tracking_uri=gate.url, experiment="scratch-cancel", progress=False, grid=0)
+
+    def cancel_while_the_server_is_sick():
+        deadline = time.time() + 120
+        while not list(scratch.glob("runs/*/checkpoint.pt")) and time.time() < deadline:
+            time.sleep(0.05)
+        gate.sick = True
+        os.kill(os.getpid(), signal.SIGINT)  # what ray.cancel does to a running task
+        while time.time() < deadline and not any(json.loads(p.read_text()).get("mlflow_sync") == "pending"
+                                                 for p in scratch.glob("runs/*/run.json")):
+            time.sleep(0.05)
+        time.sleep(2.5)  # the run's own last try (at once) has failed; the cell's next is SYNC_PAUSE_S after it
+        gate.sick = False
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background CI job may ignore SIGINT
+    stopper = threading.Thread(target=cancel_while_the_server_is_sick)
+    try:
+        stopper.start()
+        with pytest.raises(KeyboardInterrupt), pytest.warns(RuntimeWarning, match="MLflow tracking at .* failed"):
+            run_in_scratch(cell, spec, scratch)
+    finally:
+        stopper.join(timeout=180)
+        signal.signal(signal.SIGINT, previous)
+        gate.close()
+    (path,) = scratch.glob("runs/*/run.json")
+    state = json.loads(path.read_text())
+    assert state["status"] == "KILLED" and state["mlflow_sync"] == "done", state
+    assert MlflowClient(server).get_run(state["mlflow_run_id"]).info.status == "KILLED"
