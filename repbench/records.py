@@ -81,14 +81,10 @@ def run_folders(runs_root: Path, prefix: str) -> list[Path]:
     return sorted(Path(runs_root).glob(prefix + "-*"), reverse=True)
 
 
-def find_resumable(runs_root: Path, prefix: str) -> Path | None:
-    """The newest interrupted run of a configuration (stopped or failed, with a checkpoint), unless a newer run
-    finished. A RUNNING one belongs to a live process (`settle_orphans` has run) and is never taken over."""
-    return resumable(runs_root, prefix)[0]
-
-
 def resumable(runs_root: Path, prefix: str) -> tuple[Path | None, str]:
-    """`find_resumable`'s folder, or None with what was found instead (for `--resume`'s error)."""
+    """The newest interrupted run of a configuration (stopped or failed, with a checkpoint), unless a newer run
+    finished, or None with what was found instead (for `--resume`'s error). A RUNNING one belongs to a live
+    process (`settle_orphans` has run) and is never taken over."""
     for folder in run_folders(runs_root, prefix):
         state = read_json(folder / "run.json")
         if state.get("status") == "FINISHED":

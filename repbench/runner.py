@@ -36,7 +36,7 @@ class RunSpec:
     experiment: str = "repbench"
     data_root: str | None = None
     download: bool = False
-    resume: bool = False
+    resume: bool | str = False  # True: continue the interrupted run (an error if none); "auto": if there is one
     progress: bool = True
     grid: int = 8  # images per row of the sample / reconstruction grid; 0 skips it
     augment: bool = True  # the dataset's training augmentation, where it has one (cifar10)
@@ -85,18 +85,18 @@ def run(spec: RunSpec) -> dict:
     runs_root = check_results_dir(spec.results_dir) / "runs"
     settle_orphans(runs_root, prefix)
     reconcile(spec.results_dir, spec.tracking_uri or default_tracking_uri(spec.results_dir))
-    done = find_finished(runs_root, prefix) if spec.reuse and not spec.resume else None
+    done = find_finished(runs_root, prefix) if spec.reuse and spec.resume is not True else None
     if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing
         return complete(done, spec, device)
     folder, why_not = resumable(runs_root, prefix) if spec.resume else (None, "")
-    if spec.resume and folder is None:
+    if spec.resume is True and folder is None:
         raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
                             f"options under {runs_root}: {why_not}")
     data = load_data(spec, learner)
     rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device)
     with rec.guard():
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
-        learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=spec.resume,
+        learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=folder is not None,
                     progress=spec.progress, on_epoch=rec.log_epoch, **({"augment": augment} if augment else {}),
                     **labels_for(learner, data, rec))
         if not (rec.folder / "checkpoint.pt").exists():  # a learner that writes no checkpoint of its own

@@ -67,18 +67,11 @@ def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking
 def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
                data_root: str | None):
     from .battery import battery_for
-    from .records import find_finished, find_resumable, settle_orphans
     from .runner import RunSpec
-    runs_root = Path(results_dir) / "runs"
-    try:  # an interrupted cell (Ctrl-C, a lost machine) continues from its last epoch
-        prefix = cell.prefix()
-        settle_orphans(runs_root, prefix)  # a lost session's run still says RUNNING until this marks it KILLED
-        resume = not rerun and not find_finished(runs_root, prefix) and bool(find_resumable(runs_root, prefix))
-    except RepbenchError:
-        resume = False  # bad options: `run` reports them as this cell's failure
+    # reused if finished, else continued from its last epoch if interrupted (Ctrl-C, a lost machine or session)
     return RunSpec(learner=cell.learner, options=cell.options, dataset=cell.dataset, preset=cell.preset,
                    seed=cell.seed, device=device, results_dir=Path(results_dir), tracking_uri=tracking_uri,
-                   data_root=data_root, progress=False, reuse=not rerun, resume=resume,
+                   data_root=data_root, progress=False, reuse=not rerun, resume=False if rerun else "auto",
                    battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
 
 
