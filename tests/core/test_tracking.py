@@ -95,6 +95,20 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_test_server_stops_with_every_process_it_started(tmp_path):
+    """`mlflow server` runs uvicorn and a job runner with its consumers; stopping the parent alone (as a start
+    that timed out did) left them serving for hours."""
+    from repbench.testing import server_processes, stop_mlflow_server
+    proc = start_server(tmp_path, free_port())
+    try:
+        started = server_processes(proc)
+    finally:
+        stop_mlflow_server(proc)
+    assert len(started) > 2, started  # the parent, uvicorn, the job runner: something that could be left
+    assert server_processes(proc) == [] and proc.returncode is not None
+
+
+@pytest.mark.slow
 def test_run_logs_to_a_real_mlflow_server(mlflow_server, results_dir):
     record = run(smoke_spec(results_dir, tracking_uri=mlflow_server))
     assert record["tracking_error"] is None
