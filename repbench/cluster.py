@@ -192,16 +192,18 @@ def run_remote(cell, spec) -> dict:
 
 
 def run_in_scratch(cell, spec, scratch: Path) -> dict:
-    """run_cell, then its record sent to the server before the scratch folder goes. A cell cancelled by Ctrl-C
-    on the head sends its stop too (briefly: the head waits CANCEL_WAIT_S for all cells); else a server that
-    missed it would show the run RUNNING for good."""
+    """run_cell, then its record sent to the server before the scratch folder goes. A cell cancelled by Ctrl-C on
+    the head (while training or while sending) sends what it has too, briefly: the head waits CANCEL_WAIT_S for
+    all cells, and a server that missed the stop would show the run RUNNING for good."""
     from .suite_run import run_cell
     try:
-        outcome = run_cell(cell, spec)
+        return sent_to_server(run_cell(cell, spec), scratch, spec.tracking_uri)
     except KeyboardInterrupt:
-        sent_to_server({"cell": cell, "status": "KILLED"}, scratch, spec.tracking_uri, wait_s=CANCEL_WAIT_S / 2)
+        try:
+            sent_to_server({"cell": cell, "status": "KILLED"}, scratch, spec.tracking_uri, wait_s=CANCEL_WAIT_S / 2)
+        except Exception:  # noqa: BLE001 - the head must still see a cancel; the next suite continues the cell
+            pass
         raise
-    return sent_to_server(outcome, scratch, spec.tracking_uri)
 
 
 def sent_to_server(outcome: dict, scratch: Path, uri: str, wait_s: float = SYNC_WAIT_S) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -36,7 +37,7 @@ class RunSpec:
     experiment: str = "repbench"
     data_root: str | None = None
     download: bool = False
-    resume: bool | str = False  # True: continue the interrupted run (an error if none); "auto": if there is one
+    resume: bool | Literal["auto"] = False  # True: continue the interrupted run (error if none); "auto": if any
     progress: bool = True
     grid: int = 8  # images per row of the sample / reconstruction grid; 0 skips it
     augment: bool = True  # the dataset's training augmentation, where it has one (cifar10)
@@ -73,6 +74,8 @@ def plan(spec: RunSpec, device: torch.device | str = "cpu"):
         raise RepbenchError(f"--grid must be >= 0 (images per row; 0 skips the grid), got {spec.grid}")
     if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed < 2 ** 31:
         raise RepbenchError(f"--seed must be an integer from 0 to 2^31 - 1, got {spec.seed!r}")
+    if not (isinstance(spec.resume, bool) or spec.resume == "auto"):
+        raise RepbenchError(f"resume must be True, False or 'auto', got {spec.resume!r}")
     return create_learner(spec.learner, preset=spec.preset, image_shape=shape, seed=spec.seed, device=device,
                           **spec.options)
 

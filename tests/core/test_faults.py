@@ -293,6 +293,104 @@ def test_tracking_picks_up_again_when_the_server_returns_mid_run(tmp_path):
         server.wait(timeout=30)
 
 
+class Gate:
+    """A reverse proxy to a real MLflow server that can turn sick (every request answered 503), as a server does
+    while it restarts or is overloaded."""
+
+    def __init__(self, target: str):
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+        gate, self.sick = self, False
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            def forward(self):
+                if gate.sick:
+                    return self.send_error(503)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ask = urllib.request.Request(target + self.path, method=self.command, headers={
+                    "Content-Type": self.headers.get("Content-Type", "application/json")},
+                    data=body if self.command in ("POST", "PUT", "PATCH") else None)
+                try:
+                    with urllib.request.urlopen(ask, timeout=60) as answer:
+                        status, kind, data = answer.status, answer.headers.get("Content-Type"), answer.read()
+                except urllib.error.HTTPError as exc:
+                    status, kind, data = exc.code, exc.headers.get("Content-Type"), exc.read()
+                self.send_response(status)
+                self.send_header("Content-Type", kind or "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.slow
+def test_a_cancelled_cluster_cell_tells_the_server_it_stopped_before_its_scratch_folder_goes(tmp_path):
+    """ray.cancel (Ctrl-C on the head) raises KeyboardInterrupt in a running cell. A server that misses the run's
+    KILLED end at that moment is sent it again while the cell's scratch folder, the only other copy, is still
+    there; else the server would show the run RUNNING for good."""
+    from repbench.cluster import run_in_scratch
+    from repbench.runner import RunSpec
+    from repbench.suite import Cell
+    from test_tracking import free_port, start_server
+    port = free_port()
+    server = f"http://127.0.0.1:{port}"
+    scratch, seen = tmp_path / "scratch", []
+    cell = Cell("vae", {"epochs": 200}, "synthetic", "smoke", 0)
+
+    def cancel_while_the_server_is_sick(gate: Gate):
+        deadline = time.time() + 180
+        while not list(scratch.glob("runs/*/checkpoint.pt")) and time.time() < deadline:
+            time.sleep(0.05)
+        gate.sick = True
+        os.kill(os.getpid(), signal.SIGINT)  # what ray.cancel does to a running task
+        deadline = time.time() + 180
+        while time.time() < deadline and not seen:
+            seen.extend(p for p in scratch.glob("runs/*/run.json")
+                        if json.loads(p.read_text()).get("mlflow_sync") == "pending")
+            time.sleep(0.05)
+        time.sleep(2.5)  # the run's own last try (at once) has failed; the cell's next is SYNC_PAUSE_S after it
+        gate.sick = False
+
+    with Gate(server) as gate:
+        spec = RunSpec(learner="vae", options={"epochs": 200}, dataset="synthetic", preset="smoke",
+                       results_dir=scratch, tracking_uri=gate.url, experiment="scratch-cancel", progress=False, grid=0)
+        stopper = threading.Thread(target=cancel_while_the_server_is_sick, args=(gate,))
+        proc = start_server(tmp_path, port)  # nothing between this and `try` may raise: the server would be left
+        try:
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # CI's background job may ignore it
+            stopper.start()
+            with pytest.warns(RuntimeWarning, match="MLflow tracking at .* failed"), pytest.raises(KeyboardInterrupt):
+                run_in_scratch(cell, spec, scratch)
+            stopper.join(timeout=400)
+            (path,) = scratch.glob("runs/*/run.json")
+            state = json.loads(path.read_text())
+            assert seen, "the server never missed the stop: nothing was left to send again"
+            assert state["status"] == "KILLED" and state["mlflow_sync"] == "done", state
+            assert MlflowClient(server).get_run(state["mlflow_run_id"]).info.status == "KILLED"
+        finally:
+            if stopper.is_alive():
+                stopper.join(timeout=400)
+            signal.signal(signal.SIGINT, previous)
+            proc.terminate()
+            proc.wait(timeout=30)
+
 def assert_in_line(uri: str, folder: Path) -> None:
     """The MLflow run holds what the folder holds: its status, final metric values and record files."""
     state = json.loads((folder / "run.json").read_text())
@@ -339,3 +437,12 @@ def test_a_run_resumed_while_its_server_is_away_keeps_its_mlflow_run(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("resume", ["auto ", "yes", 1, None])
+def test_run_refuses_a_resume_that_is_not_true_false_or_auto(resume, tmp_path):
+    from repbench.registry import RepbenchError
+    from repbench.runner import RunSpec, run
+    with pytest.raises(RepbenchError, match="resume must be True, False or 'auto'"):
+        run(RunSpec(learner="vae", dataset="synthetic", preset="smoke", resume=resume, results_dir=tmp_path))
+    assert not (tmp_path / "runs").exists()
