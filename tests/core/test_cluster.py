@@ -54,11 +54,20 @@ def write_suite(tmp_path: Path, name: str, seed: int) -> Path:
     return path
 
 
-def start_suite(path: Path, cluster, server: str, results: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "repbench.cli", "suite", str(path), "--ray", cluster.address, "--tracking-uri",
+def suite_args(path: Path, cluster, server: str, results: Path) -> list[str]:
+    return [sys.executable, "-m", "repbench.cli", "suite", str(path), "--ray", cluster.address, "--tracking-uri",
             server, "--results-dir", str(results), "--checkpoint-every", "1"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_default_sigint)
+
+
+def start_suite(path: Path, cluster, server: str, results: Path) -> subprocess.Popen:
+    return subprocess.Popen(suite_args(path, cluster, server, results), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=_default_sigint)
+
+
+def run_suite_again(path: Path, cluster, server: str, results: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(suite_args(path, cluster, server, results), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _default_sigint():  # under a background CI job SIGINT may be inherited as ignored
@@ -116,8 +125,7 @@ def test_a_worker_killed_mid_cell_loses_nothing_and_the_server_alone_reports(clu
     assert retried.data.tags["ray_node"] == "head"
     assert retried.data.metrics["bpd"] < 10 and not (tmp_path / "head" / "runs").exists()  # nothing on the head
 
-    again = subprocess.run(start_suite(suite, cluster, server, tmp_path / "head").args, capture_output=True,
-                           text=True, timeout=300)
+    again = run_suite_again(suite, cluster, server, tmp_path / "head")
     assert again.returncode == 0 and again.stdout.count("REUSED") >= 2, again.stdout + again.stderr
     assert one_finished_run_per_cell(server, "cluster-kill")  # reuse made no new run
 
@@ -147,8 +155,7 @@ def test_ctrl_c_on_the_head_stops_the_cells_and_a_second_suite_resumes_them(clus
     stopped = [r for r in runs_of(server, "cluster-stop") if r.info.status != "FINISHED"]
     assert stopped and all(r.info.status == "KILLED" for r in stopped), out  # none left RUNNING
 
-    again = subprocess.run(start_suite(suite, cluster, server, tmp_path / "head").args, capture_output=True,
-                           text=True, timeout=300)
+    again = run_suite_again(suite, cluster, server, tmp_path / "head")
     assert again.returncode == 0, again.stdout + again.stderr
     runs = {r.info.run_id: r for r in one_finished_run_per_cell(server, "cluster-stop").values()}
     for r in stopped:  # continued in the same MLflow run, from the checkpoint sent when Ctrl-C stopped it
