@@ -142,7 +142,8 @@ def test_sigterm_stops_runs_as_ctrl_c_does(tmp_path, command):
     proc.terminate()
     assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
     states = [json.loads(p.read_text()) for p in results.glob("runs/*/run.json")]
-    assert len(states) == want and all(s["status"] == "KILLED" for s in states), states
+    assert len(states) == want and all(s["status"] == "KILLED" for s in states), \
+        [(s["name"], s["status"], s.get("error")) for s in states]  # short enough for pytest to show whole
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     assert all(client.get_run(s["mlflow_run_id"]).info.status == "KILLED" for s in states)
     time.sleep(3)  # a worker that outlived the suite would start the queued cell now
