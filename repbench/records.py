@@ -100,13 +100,13 @@ def resumable(runs_root: Path, prefix: str) -> tuple[Path | None, str]:
 
 def settle_orphans(runs_root: Path, prefix: str) -> int:
     """Runs of this configuration left RUNNING by a process of this machine that no longer exists (kill -9, a
-    lost session) are marked KILLED in run.json, resumable where a checkpoint was written, with their MLflow run
-    left for `tracking.reconcile` to bring in line (`mlflow_sync: pending`). Return how many."""
+    lost session, a reboot) are marked KILLED in run.json, resumable where a checkpoint was written, with their
+    MLflow run left for `tracking.reconcile` to bring in line (`mlflow_sync: pending`). Return how many."""
     settled = 0
     for folder in run_folders(runs_root, prefix):
         state = read_json(folder / "run.json")
         proc = state.get("process") or state.get("environment") or {}
-        if state.get("status") != "RUNNING" or proc.get("hostname") != platform.node() or _alive(proc.get("pid")):
+        if state.get("status") != "RUNNING" or proc.get("hostname") != platform.node() or _alive(proc):
             continue
         resumable = (folder / "checkpoint.pt").exists()
         state.update(status="KILLED", mlflow_sync="pending", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -119,19 +119,45 @@ def settle_orphans(runs_root: Path, prefix: str) -> int:
 
 
 def this_process() -> dict[str, str]:
-    return {"hostname": platform.node(), "pid": str(os.getpid())}
+    """Who runs a run: host and pid, and to tell a pid that names another process since (a new boot of the
+    machine, or the same host name on a fresh machine, reuses pids) the kernel's boot id and the process's
+    start time."""
+    return {"hostname": platform.node(), "pid": str(os.getpid()), "boot_id": _boot_id(),
+            "pid_started": _started(os.getpid())}
 
 
-def _alive(pid) -> bool:
+def _alive(proc: dict) -> bool:
+    """Whether the process a run.json names still runs; unknown counts as alive, so a run is never taken over."""
     try:
-        os.kill(int(pid), 0)
+        pid = int(proc.get("pid"))
     except (TypeError, ValueError):
         return True  # no pid recorded: cannot tell, so leave it alone
+    if proc.get("boot_id") and _boot_id() and proc["boot_id"] != _boot_id():
+        return False  # started before a reboot, or on another machine of the same name
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # someone else's process
-    return True
+    return not (proc.get("pid_started") and _started(pid) and proc["pid_started"] != _started(pid))
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), '' where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 else ""
 
 
 def find_finished(runs_root: Path, prefix: str) -> Path | None:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from repbench.check import check_suite, write_baseline
 from repbench.cli import cli
+from repbench.records import this_process
 from repbench.registry import RepbenchError
 from repbench.report import build_report, records_from_mlflow, records_from_suite
 from repbench.suite import load_suite
@@ -172,10 +173,12 @@ def test_ui_serves_the_local_store(ran):
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
 
 
-@pytest.mark.parametrize("left", ["stopped", "lost"])
+@pytest.mark.parametrize("left", ["stopped", "lost", "rebooted", "pid-reused"])
 def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path, left):
     """`stopped`: Ctrl-C recorded KILLED. `lost`: the machine went away mid-run, so run.json still says RUNNING
-    for a process that no longer exists."""
+    for a process that no longer exists. `rebooted` and `pid-reused`: it names a pid that runs now (this test's
+    own), but from an earlier boot (a fresh machine has the same host name and reuses pids), or a process that
+    started at another time."""
     (tmp_path / "s.yaml").write_text("name: one\nlearners: [{name: vae}]\ndatasets: [synthetic]\npresets: [smoke]\n"
                                      "metrics: [bpd]\nbattery: {iw_samples: 2}\n")
     suite = load_suite(tmp_path / "s.yaml")
@@ -186,8 +189,10 @@ def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path, left):
     state = json.loads((folder / "run.json").read_text())
     ended = subprocess.Popen(["true"])
     ended.wait()  # its pid names no live process
-    left_as = {"status": "KILLED"} if left == "stopped" else \
-        {"status": "RUNNING", "process": {"hostname": platform.node(), "pid": str(ended.pid)}}
+    left_as = {"stopped": {"status": "KILLED"},
+               "lost": {"status": "RUNNING", "process": {"hostname": platform.node(), "pid": str(ended.pid)}},
+               "rebooted": {"status": "RUNNING", "process": {**this_process(), "boot_id": "an-earlier-boot"}},
+               "pid-reused": {"status": "RUNNING", "process": {**this_process(), "pid_started": "1"}}}[left]
     (folder / "run.json").write_text(json.dumps({**state, **left_as}))
     (folder / "metrics.json").unlink()
     (outcome,) = run_suite(suite, results_dir=results, progress=False)
