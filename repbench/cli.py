@@ -277,6 +277,8 @@ def ls():
 @cli.command()
 @click.argument("suite_file", type=click.Path(path_type=Path))
 @click.option("--rerun", is_flag=True, help="Run every cell again, even those with a finished run.")
+@click.option("--only", multiple=True, metavar="LEARNER",
+              help="Run only this learner's cells (its display name, as in the table: vae, lpvae-h2); repeatable.")
 @shared("device", "tracking_uri", "results_dir", "data_root", "quiet")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cells to run at once, each in its own process with an equal share of the cores "
@@ -292,18 +294,18 @@ def ls():
               help="With --ray: send each cell's checkpoint to the server every EPOCHS epochs, for a retry on "
                    "another node to resume from [the suite's ray: key, else 10 for paper, 1 otherwise].")
 @friendly(RESUME_ADVICE["suite"])
-def suite(suite_file, rerun, device, tracking_uri, results_dir, data_root, quiet, jobs, ray_address, cpus_per_cell,
-          gpus_per_cell, checkpoint_every):
+def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root, quiet, jobs, ray_address,
+          cpus_per_cell, gpus_per_cell, checkpoint_every):
     """Run every cell of a suite (learners x datasets x presets x seeds); finished cells are reused."""
     from tabulate import tabulate
     from .metrics import summary_metrics
     from .runner import resolve_device
-    from .suite import load_suite
+    from .suite import load_suite, only as only_learners
     from .suite_run import run_suite
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
         resolve_device(device)
-    spec = load_suite(suite_file)
+    spec = only_learners(load_suite(suite_file), only)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
                          progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
     columns = [m for m in summary_metrics() if m != "nonlinear_probe"]

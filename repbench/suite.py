@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -120,6 +120,20 @@ class Suite:
     compare: tuple[tuple[str, str], ...] = ()   # learner pairs (display names) whose differences the report tests
     features: tuple[FeatureCell, ...] = ()       # outside representations scored beside the learners
     ray: dict = field(default_factory=dict)     # resources of a cell run as a Ray task (see cluster.py)
+
+
+def only(suite: Suite, names: tuple[str, ...]) -> Suite:
+    """The suite with only the cells of these learners (display names: vae, lpvae-h2), in the suite's order; its
+    other cells keep their results and run the next time the whole suite does."""
+    if not names:
+        return suite
+    known = {c.display for c in suite.cells} | {f.display for f in suite.features}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise RepbenchError(f"--only {unknown[0]}: suite '{suite.name}' has no such learner; its learners: "
+                            f"{', '.join(sorted(known))}")
+    return replace(suite, cells=tuple(c for c in suite.cells if c.display in names),
+                   features=tuple(f for f in suite.features if f.display in names))
 
 
 def _check_keys(obj, allowed, where: str, path: Path) -> dict:

@@ -144,6 +144,9 @@ CASES = [
     ("eval-unknown-metric", ["eval", "--run", "{run}", "--metrics", "nope"], 2, r"unknown metric 'nope'", None),
     # ---- suite files
     ("suite-missing", ["suite", "{tmp}/none.yaml"], 2, r"suite file .*none.yaml does not exist", None),
+    ("suite-only-unknown", ["suite", "{x}", "--only", "lpvae-h3"], 2,
+     r"--only lpvae-h3: suite 'bad' has no such learner; its learners: lpvae-h2, vae",
+     lambda t, r: suite_file(t, "learners: [vae, {name: lpvae, options: {h: 2}}]\n")),
     ("suite-unknown-key", ["suite", "{x}"], 2, r"unknown key 'colour' in the suite",
      lambda t, r: suite_file(t, "learners: [vae]\ncolour: red\n")),
     ("suite-nameless-learner", ["suite", "{x}"], 2, r"a learner entry needs a name",

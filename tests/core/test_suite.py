@@ -222,6 +222,23 @@ def test_parallel_cells_finish_in_order_with_their_share_of_the_cores(tmp_path):
         assert p["record"]["metrics"]["bpd"] == pytest.approx(s["record"]["metrics"]["bpd"], rel=1e-4)
 
 
+def test_only_runs_the_named_learners_cells_and_the_whole_suite_reuses_them(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: two\nlearners: [vae, {name: lpvae, options: {h: 1}}]\n"
+                                     "datasets: [synthetic]\npresets: [smoke]\nseeds: [0, 1]\nmetrics: [bpd]\n"
+                                     "battery: {iw_samples: 2}\n")
+    args = ["suite", str(tmp_path / "s.yaml"), "-q", "--results-dir", str(tmp_path / "r")]
+    first = CliRunner().invoke(cli, args + ["--only", "lpvae-h1"])
+    assert first.exit_code == 0, first.output
+    assert sorted(f.name.split("-synthetic")[0] for f in (tmp_path / "r" / "runs").iterdir()) == ["lpvae-h1"] * 2
+    whole = CliRunner().invoke(cli, args)
+    assert whole.exit_code == 0, whole.output
+    statuses = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in whole.output.splitlines()
+                if line.startswith("| ") and "seed" in line}
+    assert statuses == {"lpvae-h1 / synthetic / smoke / seed 0": "REUSED", "lpvae-h1 / synthetic / smoke / seed 1":
+                        "REUSED", "vae / synthetic / smoke / seed 0": "FINISHED",
+                        "vae / synthetic / smoke / seed 1": "FINISHED"}, whole.output
+
+
 def test_jobs_below_one_is_an_error(tmp_path):
     (tmp_path / "s.yaml").write_text("name: x\nlearners: [vae]\ndatasets: [synthetic]\npresets: [smoke]\n")
     with pytest.raises(RepbenchError, match="--jobs must be >= 1"):
