@@ -296,11 +296,12 @@ def ls():
 @friendly(RESUME_ADVICE["suite"])
 def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root, quiet, jobs, ray_address,
           cpus_per_cell, gpus_per_cell, checkpoint_every):
-    """Run every cell of a suite (learners x datasets x presets x seeds); finished cells are reused."""
+    """Run every cell of a suite (learners x datasets x presets x seeds), or with --only some learners' cells;
+    finished cells are reused."""
     from tabulate import tabulate
     from .metrics import summary_metrics
     from .runner import resolve_device
-    from .suite import load_suite, only as only_learners
+    from .suite import load_suite, only_learners
     from .suite_run import run_suite
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
@@ -374,6 +375,11 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
+        missing = [str(c) for c in spec.cells if (c.display, c.dataset, c.preset, c.seed) not in
+                   {(r["learner"], r["dataset"], r["preset"], r["seed"]) for r in records}]
+        if missing:
+            click.echo(f"note: {len(missing)} of {len(spec.cells)} cells have no finished run and are left out: "
+                       f"{'; '.join(missing)}", err=True)
     else:
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,

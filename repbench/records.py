@@ -120,10 +120,11 @@ def settle_orphans(runs_root: Path, prefix: str) -> int:
 
 def this_process() -> dict[str, str]:
     """Who runs a run: host and pid, and to tell a pid that names another process since (a new boot of the
-    machine, or the same host name on a fresh machine, reuses pids) the kernel's boot id and the process's
-    start time."""
+    machine, or a fresh machine with the same host name, reuses pids) the kernel's boot id and the process's
+    start time in clock ticks since boot. A host name is taken to name one machine: a results folder shared by
+    two live machines of one name is not supported."""
     return {"hostname": platform.node(), "pid": str(os.getpid()), "boot_id": _boot_id(),
-            "pid_started": _started(os.getpid())}
+            "pid_start_ticks": _start_ticks(os.getpid())}
 
 
 def _alive(proc: dict) -> bool:
@@ -132,15 +133,17 @@ def _alive(proc: dict) -> bool:
         pid = int(proc.get("pid"))
     except (TypeError, ValueError):
         return True  # no pid recorded: cannot tell, so leave it alone
-    if proc.get("boot_id") and _boot_id() and proc["boot_id"] != _boot_id():
-        return False  # started before a reboot, or on another machine of the same name
+    boot = _boot_id()
+    if proc.get("boot_id") and boot and proc["boot_id"] != boot:
+        return False  # started before this machine's last boot
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # someone else's process
-    return not (proc.get("pid_started") and _started(pid) and proc["pid_started"] != _started(pid))
+    ticks = _start_ticks(pid)
+    return not (proc.get("pid_start_ticks") and ticks and proc["pid_start_ticks"] != ticks)
 
 
 def _boot_id() -> str:
@@ -150,13 +153,13 @@ def _boot_id() -> str:
         return ""
 
 
-def _started(pid: int) -> str:
+def _start_ticks(pid: int) -> str:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), '' where unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        fields = stat[stat.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
+    except (OSError, ValueError):
         return ""
-    fields = stat[stat.rindex(")") + 2:].split()  # the command name in parentheses may hold spaces
     return fields[19] if len(fields) > 19 else ""
 
 

@@ -122,7 +122,7 @@ class Suite:
     ray: dict = field(default_factory=dict)     # resources of a cell run as a Ray task (see cluster.py)
 
 
-def only(suite: Suite, names: tuple[str, ...]) -> Suite:
+def only_learners(suite: Suite, names: tuple[str, ...]) -> Suite:
     """The suite with only the cells of these learners (display names: vae, lpvae-h2), in the suite's order; its
     other cells keep their results and run the next time the whole suite does."""
     if not names:

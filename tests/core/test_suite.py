@@ -173,7 +173,11 @@ def test_ui_serves_the_local_store(ran):
             os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
 
 
-@pytest.mark.parametrize("left", ["stopped", "lost", "rebooted", "pid-reused"])
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+
+
+@pytest.mark.parametrize("left", ["stopped", "lost", pytest.param("rebooted", marks=LINUX_PROC),
+                                  pytest.param("pid-reused", marks=LINUX_PROC)])
 def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path, left):
     """`stopped`: Ctrl-C recorded KILLED. `lost`: the machine went away mid-run, so run.json still says RUNNING
     for a process that no longer exists. `rebooted` and `pid-reused`: it names a pid that runs now (this test's
@@ -192,13 +196,20 @@ def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path, left):
     left_as = {"stopped": {"status": "KILLED"},
                "lost": {"status": "RUNNING", "process": {"hostname": platform.node(), "pid": str(ended.pid)}},
                "rebooted": {"status": "RUNNING", "process": {**this_process(), "boot_id": "an-earlier-boot"}},
-               "pid-reused": {"status": "RUNNING", "process": {**this_process(), "pid_started": "1"}}}[left]
+               "pid-reused": {"status": "RUNNING", "process": {**this_process(), "pid_start_ticks": "1"}}}[left]
     (folder / "run.json").write_text(json.dumps({**state, **left_as}))
     (folder / "metrics.json").unlink()
     (outcome,) = run_suite(suite, results_dir=results, progress=False)
     assert outcome["status"] == "FINISHED" and [f.name for f in (results / "runs").iterdir()] == [folder.name]
     assert json.loads((folder / "run.json").read_text())["status"] == "FINISHED"
     assert (folder / "metrics.json").exists()
+
+
+def test_a_live_process_is_never_taken_for_an_orphan():
+    from repbench.records import _alive
+    me = this_process()
+    old_record = {"hostname": me["hostname"], "pid": me["pid"]}  # run.json of before boot ids were recorded
+    assert _alive(me) and _alive(old_record) and _alive({**me, "pid_start_ticks": ""}) and _alive({})
 
 
 def test_parallel_cells_finish_in_order_with_their_share_of_the_cores(tmp_path):
@@ -230,6 +241,10 @@ def test_only_runs_the_named_learners_cells_and_the_whole_suite_reuses_them(tmp_
     first = CliRunner().invoke(cli, args + ["--only", "lpvae-h1"])
     assert first.exit_code == 0, first.output
     assert sorted(f.name.split("-synthetic")[0] for f in (tmp_path / "r" / "runs").iterdir()) == ["lpvae-h1"] * 2
+    partial = CliRunner().invoke(cli, ["report", "--suite", str(tmp_path / "s.yaml"), "--results-dir",
+                                       str(tmp_path / "r")])
+    assert partial.exit_code == 0 and "note: 2 of 4 cells have no finished run and are left out: vae / synthetic" \
+        in partial.output, partial.output
     whole = CliRunner().invoke(cli, args)
     assert whole.exit_code == 0, whole.output
     statuses = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in whole.output.splitlines()
