@@ -130,7 +130,9 @@ class Recorder:
         except KeyboardInterrupt:
             if self.spec.checkpoint_every and not keep_status:  # a cancelled cluster cell resumes from here
                 self.upload_checkpoint()
-            self._end("KILLED", "interrupted; the last finished epoch's checkpoint is kept", keep_status)
+            kept = "the last finished epoch's checkpoint is kept" if (self.folder / "checkpoint.pt").exists() \
+                else "no epoch had finished, so there is nothing to resume"
+            self._end("KILLED", f"interrupted; {kept}", keep_status)
             raise
         except OSError as exc:  # a full disk or a read-only folder met outside our own writers (a figure, ...)
             message = f"cannot write in {self.folder}: {exc.strerror or exc}; free space and continue"

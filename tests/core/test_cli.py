@@ -111,6 +111,23 @@ def test_run_help_documents_every_option():
 
 
 @pytest.mark.slow
+def test_a_run_stopped_before_its_first_epoch_says_there_is_nothing_to_resume(tmp_path):
+    args = [sys.executable, "-m", "repbench.cli", "run", "--model", "vae", "--epochs", "1", "--grid", "0", "-q",
+            "--results-dir", str(tmp_path)]  # one epoch of 4,000 digits at quick width: caught before its end
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("runs/*/run.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    (folder,) = (tmp_path / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert not (folder / "checkpoint.pt").exists(), "the epoch ended before the interrupt; the test needs a longer one"
+    assert state["status"] == "KILLED" and "no epoch had finished, so there is nothing to resume" in state["error"]
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_mlflow_run(tmp_path):
     """A real process, a real Ctrl-C (SIGINT), then --resume."""
     args = [sys.executable, "-m", "repbench.cli", "run", "--model", "vae", "--preset", "smoke", "--dataset",
@@ -131,7 +148,7 @@ def test_interrupted_run_resumes_to_the_same_mlflow_run(tmp_path):
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     (folder,) = (tmp_path / "runs").iterdir()
     first = json.loads((folder / "run.json").read_text())
-    assert first["status"] == "KILLED"
+    assert first["status"] == "KILLED" and "the last finished epoch's checkpoint is kept" in first["error"]
 
     done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
