@@ -190,6 +190,8 @@ class MLflowTracker:
         if run_id is not None:  # resuming: reopen the same run, with this start's tags (its folder, its node)
             self.client.update_run(run_id, status="RUNNING")
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            if "error" in self.client.get_run(run_id).data.tags:  # how the last session ended; run.json drops it too
+                self.client.delete_tag(run_id, "error")
             self.run_id = run_id
             return run_id
         run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)

@@ -159,3 +159,4 @@ def test_interrupted_run_resumes_to_the_same_mlflow_run(tmp_path):
     from mlflow.tracking import MlflowClient
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "bpd" in run.data.metrics
+    assert final["error"] is None and "error" not in run.data.tags  # the interruption's note went with it
