@@ -377,7 +377,7 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
         missing = [str(c) for c in spec.cells if (c.display, c.dataset, c.preset, c.seed) not in
                    {(r["learner"], r["dataset"], r["preset"], r["seed"]) for r in records}]
-        if missing:
+        if missing and records:  # with none at all, the error below says so in one line
             click.echo(f"note: {len(missing)} of {len(spec.cells)} cells have no finished run and are left out: "
                        f"{'; '.join(missing)}", err=True)
     else:
