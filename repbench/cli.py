@@ -365,7 +365,7 @@ def _fmt(metrics: dict, key: str) -> str:
 @friendly()
 def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds, differences with confidence intervals)."""
-    from .report import build_report, load_paper_numbers, records_from_mlflow, records_from_suite
+    from .report import build_report, load_paper_numbers, missing_cells, records_from_mlflow, records_from_suite
     from .suite import load_suite
     from .tracking import default_tracking_uri
     compare = ()
@@ -375,8 +375,7 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
-        missing = [str(c) for c in spec.cells if (c.display, c.dataset, c.preset, c.seed) not in
-                   {(r["learner"], r["dataset"], r["preset"], r["seed"]) for r in records}]
+        missing = missing_cells(spec, records)
         if missing and records:  # with none at all, the error below says so in one line
             click.echo(f"note: {len(missing)} of {len(spec.cells)} cells have no finished run and are left out: "
                        f"{'; '.join(missing)}", err=True)

@@ -79,6 +79,12 @@ def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None
     return rows
 
 
+def missing_cells(suite, records: list[dict]) -> list[str]:
+    """The suite's cells that have no row in `records` (no finished run), in the suite's order."""
+    have = {(r["learner"], r["dataset"], r["preset"], r["seed"]) for r in records}
+    return [str(c) for c in suite.cells if (c.display, c.dataset, c.preset, c.seed) not in have]
+
+
 def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str], history: bool = False
                         ) -> list[dict]:
     """Finished runs of an experiment matching the tags; the newest run of each cell. A client of its own, so the
