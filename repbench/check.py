@@ -8,32 +8,38 @@ from pathlib import Path
 import numpy as np
 
 from .registry import RepbenchError
-from .suite import Suite
+from .suite import Cell, Suite
 from .suite_run import latest_results
 
 
 def grouped(suite: Suite, results_dir: Path, tracking_uri: str | None = None
-            ) -> dict[tuple[str, str, str], dict[str, float | None]]:
-    """(learner, dataset, preset) -> metric -> mean over the seeds that have finished runs (from the run folders,
-    or with `tracking_uri` from that store alone)."""
+            ) -> tuple[dict[tuple[str, str, str], dict[str, float | None]], list[Cell]]:
+    """(learner, dataset, preset) -> metric -> mean over the suite's seeds, from the run folders (or with
+    `tracking_uri` from that store alone); and the cells with no finished run. A group with a seed missing is
+    left out: its mean would be over other seeds than the suite's, a number measured with other settings."""
     by: dict[tuple[str, str, str], list[dict]] = {}
+    done = set()
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
         by.setdefault((cell.display, cell.dataset, cell.preset), []).append(rec["metrics"])
+        done.add(str(cell))
+    missing = [c for c in suite.cells if str(c) not in done]
+    for key in {(c.display, c.dataset, c.preset) for c in missing}:
+        by.pop(key, None)
     out = {}
     for key, runs in by.items():
         names = {m for r in runs for m in r}
         out[key] = {m: (float(np.mean(vals)) if (vals := [r[m] for r in runs if r.get(m) is not None]) else None)
                     for m in names}
-    return out
+    return out, missing
 
 
 def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> tuple[list[str], list[str]]:
-    """(failures, passes) as printable lines; a cell with no finished run fails every threshold that covers it."""
-    results = grouped(suite, results_dir, tracking_uri)
-    expected = {(c.display, c.dataset, c.preset) for c in suite.cells}
-    failures, passes = [], []
-    for key in sorted(expected - set(results)):
-        failures.append(f"MISSING  {key[0]} ({key[1]}/{key[2]}): no finished run; run `repbench suite {suite.path}`")
+    """(failures, passes) as printable lines: one MISSING line for each cell with no finished run, whose group
+    (all its seeds) is then left out of the thresholds and the baseline rather than gated on fewer seeds."""
+    results, missing = grouped(suite, results_dir, tracking_uri)
+    failures = [f"MISSING  {cell}: no finished run; run `repbench suite {suite.path}`" for cell in missing]
+    left_out = {(c.display, c.dataset, c.preset) for c in missing}
+    passes = []
     for t in suite.thresholds:
         for (learner, dataset, preset), metrics in sorted(results.items()):
             if not t.applies(learner, dataset):
@@ -43,13 +49,15 @@ def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None
             line = f"{t.metric} {learner} ({dataset}/{preset}): {shown}, threshold {t.describe()}"
             (failures if t.violated(value) else passes).append(("REGRESSION " if t.violated(value) else "ok  ") + line)
     if suite.baseline_file is not None:
-        f, p = compare_baseline(suite, results)
+        f, p = compare_baseline(suite, results, left_out)
         failures += f
         passes += p
     return failures, passes
 
 
-def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]:
+def compare_baseline(suite: Suite, results: dict, left_out: set = frozenset()) -> tuple[list[str], list[str]]:
+    """Lines for each baseline entry; the groups in `left_out` (a cell missing) are skipped, as their MISSING
+    lines already fail the check."""
     path = suite.baseline_file
     if not path.exists():
         return [f"MISSING  baseline {path}: write it with `repbench check {suite.path} --write-baseline`"], []
@@ -62,6 +70,8 @@ def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]
     failures, passes = [], []
     for entry in entries:
         key = (entry["learner"], entry["dataset"], entry["preset"])
+        if key in left_out:
+            continue
         current = results.get(key, {})
         for metric, tol in suite.tolerance.items():
             old, new = entry["metrics"].get(metric), current.get(metric)
@@ -78,9 +88,13 @@ def compare_baseline(suite: Suite, results: dict) -> tuple[list[str], list[str]]
 def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> Path:
     if suite.baseline_file is None:
         raise RepbenchError(f"{suite.path} names no baseline file (add `baseline: {{file: ..., tolerance: ...}}`)")
-    results = grouped(suite, results_dir, tracking_uri)
+    results, missing = grouped(suite, results_dir, tracking_uri)
     if not results:
         raise RepbenchError(f"no finished runs of suite '{suite.name}' under {results_dir}; run it first")
+    if missing:
+        raise RepbenchError(f"refusing to store a partial baseline: {len(missing)} cell(s) have no finished run "
+                            f"({'; '.join(map(str, missing[:3]))}{'; ...' if len(missing) > 3 else ''}); run "
+                            f"`repbench suite {suite.path}` first")
     untrusted = [f"{m} of {k[0]}" for k, v in sorted(results.items()) for m, x in v.items()
                  if x is not None and not math.isfinite(x)]
     if untrusted:

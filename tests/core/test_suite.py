@@ -149,6 +149,22 @@ def test_check_flags_cells_never_run(tmp_path):
     assert any(f.startswith("MISSING") for f in failures)
 
 
+def test_a_seed_missing_fails_once_and_is_not_gated_on_the_other_seeds(ran, tmp_path):
+    import shutil
+    suite, results, _ = ran
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    write_baseline(suite, copy)
+    for folder in copy.glob("runs/lpvae-h1-*-s1-*"):
+        shutil.rmtree(folder)
+    failures, passes = check_suite(suite, copy)
+    assert [f for f in failures if "lpvae-h1" in f] == [
+        f"MISSING  lpvae-h1 / synthetic / smoke / seed 1: no finished run; run `repbench suite {suite.path}`"]
+    assert not [p for p in passes if "lpvae-h1" in p] and any("vae (" in p for p in passes)
+    with pytest.raises(RepbenchError, match=r"partial baseline: 1 cell\(s\) .*lpvae-h1 / synthetic / smoke / seed 1"):
+        write_baseline(suite, copy)
+
+
 @pytest.mark.slow
 def test_ui_serves_the_local_store(ran):
     _, results, _ = ran
