@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import traceback
 from pathlib import Path
@@ -17,10 +18,15 @@ from .registry import RepbenchError
 from .train import WriteError
 from .tracking import MLflowTracker, default_tracking_uri, send_record, sync
 
+# One line per finished epoch of a run. Silent unless a handler is attached: `repbench run` has its own bars,
+# and a suite shows these lines above its bar (suite_run.py), where a cell of a medium suite runs for hours.
+PROGRESS = logging.getLogger("repbench.progress")
+
 
 class Recorder:
     def __init__(self, spec, folder: Path, state: dict, tracker: MLflowTracker):
         self.spec, self.folder, self.state, self.tracker = spec, Path(folder), state, tracker
+        self._clock = (time.monotonic(), 0)  # (when this process started the run, epochs it has trained since)
 
     @classmethod
     def open(cls, spec, learner, folder: Path, device) -> "Recorder":
@@ -89,8 +95,23 @@ class Recorder:
 
     def log_epoch(self, record: dict) -> None:
         self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        self.note_epoch(record)
         if self.spec.checkpoint_every and record["epoch"] % self.spec.checkpoint_every == 0:
             self.upload_checkpoint()
+
+    def note_epoch(self, record: dict) -> None:
+        """How far the run is, in run.json and as a progress line with the pace of this process's epochs."""
+        epoch, (start, trained) = record["epoch"], self._clock
+        self._clock = (start, trained + 1)
+        self.state.update(epochs_done=epoch, epoch_finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.write_state()
+        total = (self.state.get("params") or {}).get("train_config", {}).get("epochs")
+        minutes = (time.monotonic() - start) / 60 / (trained + 1)
+        values = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
+        left = f", about {_duration(minutes * (total - epoch))} left" if total and total > epoch else ""
+        pace = f"{minutes * 60:.0f} s" if minutes < 1 else f"{minutes:.1f} min"
+        PROGRESS.info(f"{self.state.get('name')}: epoch {epoch}{f'/{total}' if total else ''}, {values} "
+                      f"({pace}/epoch{left})")
 
     def upload_checkpoint(self) -> None:
         """Send the last finished epoch's checkpoint to the tracking server: a cluster cell's folder is scratch,
@@ -209,3 +230,7 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
         return rec.result(record, "REUSED", measured_now=todo)
     rec.finish("FINISHED")
     return rec.result(record, "FINISHED")
+
+
+def _duration(minutes: float) -> str:
+    return "under a minute" if minutes < 1 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"

@@ -2,7 +2,11 @@
 (from the run folders, or from a tracking server alone). The suite file itself is read in suite.py."""
 from __future__ import annotations
 
+import contextlib
+import logging
+import logging.handlers
 import os
+import queue
 import signal
 from pathlib import Path
 
@@ -41,17 +45,41 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
         if lost:
             bar.write(f"warning: MLflow tracking of {outcome['cell']} failed ({lost}); its results are in its run "
                       f"folder")
+    lines = bar.write if progress else None
     if session is not None:
         from .cluster import run_on_ray
         run_on_ray(session, specs, done)
     elif jobs == 1 or len(specs) == 1:
-        for i, (cell, spec) in enumerate(specs):
-            bar.set_postfix_str(str(cell))
-            done(i, run_cell(cell, spec))
+        with epoch_lines(lines):
+            for i, (cell, spec) in enumerate(specs):
+                bar.set_postfix_str(str(cell))
+                done(i, run_cell(cell, spec))
     else:
-        _run_parallel(specs, jobs, tracking_uri, results_dir, done)
+        _run_parallel(specs, jobs, tracking_uri, results_dir, done, lines)
     bar.close()
     return outcomes + [_score_features(suite, f, results_dir, tracking_uri) for f in suite.features]
+
+
+@contextlib.contextmanager
+def epoch_lines(write):
+    """Show the cells' progress lines (recording.PROGRESS) with `write` while the block runs; None: not at all."""
+    if write is None:
+        yield
+        return
+    handler = logging.Handler()
+    handler.emit = lambda record: write(record.getMessage())
+    from .recording import PROGRESS
+    _attach(handler)
+    try:
+        yield
+    finally:
+        PROGRESS.removeHandler(handler)
+
+
+def _attach(handler: logging.Handler) -> None:
+    from .recording import PROGRESS
+    PROGRESS.addHandler(handler)
+    PROGRESS.setLevel(logging.INFO)
 
 
 def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None) -> dict:
@@ -93,9 +121,11 @@ _stopping = False  # in a worker: the suite was stopped, so a queued cell is not
 _busy = False      # in a worker: a cell is running
 
 
-def _set_threads(n: int) -> None:
+def _set_threads(n: int, lines: "queue.Queue | None" = None) -> None:
     import torch
     torch.set_num_threads(n)
+    if lines is not None:  # the worker's progress lines go to the suite, which shows them above its bar
+        _attach(logging.handlers.QueueHandler(lines))
     # A suite started in the background by a shell inherits an ignored SIGINT; the parent stops its workers with
     # SIGINT (see _run_parallel), so they must hear it.
     signal.signal(signal.SIGINT, _stop_worker)
@@ -121,20 +151,26 @@ def _run_in_worker(cell: Cell, spec) -> dict:
         _busy = False
 
 
-def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done) -> None:
+def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done, write=None) -> None:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     import torch
     from .tracking import MLflowTracker, default_tracking_uri
     # Create the store and experiment once, so that workers do not race to migrate a new SQLite file.
     MLflowTracker(tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment, results_dir).prepare()
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
-                             initargs=(threads,)) as pool:
+    context = multiprocessing.get_context("spawn")
+    lines = context.Queue() if write is not None else None
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_set_threads, initargs=(threads, lines)) as pool:
         futures = {pool.submit(_run_in_worker, cell, spec): i for i, (cell, spec) in enumerate(specs)}
         try:
-            for future in as_completed(futures):
-                done(futures[future], future.result())
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _show(lines, write)
+                for future in finished:
+                    done(futures[future], future.result())
+            _show(lines, write)
         except BaseException:
             workers = list((getattr(pool, "_processes", None) or {}).values())
             started = [f for f in futures if f.running()]  # running or already handed to a worker
@@ -191,3 +227,12 @@ def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench"
             raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
                                 f"{(str(exc).splitlines() or [''])[0][:200]}") from None
     return out
+
+
+def _show(lines: "queue.Queue | None", write) -> None:
+    """Write the progress lines the workers have sent so far."""
+    while lines is not None:
+        try:
+            write(lines.get_nowait().getMessage())
+        except queue.Empty:
+            return

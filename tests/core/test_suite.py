@@ -226,23 +226,28 @@ def test_a_live_process_is_never_taken_for_an_orphan():
     assert _alive(me) and _alive(old_record) and _alive({**me, "pid_start_ticks": ""}) and _alive({})
 
 
-def test_parallel_cells_finish_in_order_with_their_share_of_the_cores(tmp_path):
+def test_parallel_cells_finish_in_order_with_their_share_of_the_cores(tmp_path, capsys):
     import torch
     from mlflow.tracking import MlflowClient
     (tmp_path / "s.yaml").write_text("name: two\nlearners: [vae, {name: lpvae, options: {h: 1}}]\n"
                                      "datasets: [synthetic]\npresets: [smoke]\nmetrics: [bpd]\n"
                                      "battery: {iw_samples: 2}\n")
     suite = load_suite(tmp_path / "s.yaml")
-    parallel = run_suite(suite, results_dir=tmp_path / "par", progress=False, jobs=2)
+    parallel = run_suite(suite, results_dir=tmp_path / "par", jobs=2)
+    lines = capsys.readouterr().out.splitlines()  # each worker's epochs, shown by the suite
+    for name in ("vae-synthetic-smoke-s0", "lpvae-h1-synthetic-smoke-s0"):
+        assert [line for line in lines if line.startswith(f"{name}: epoch 1/1, train_loss ")], lines
     assert [o["cell"] for o in parallel] == list(suite.cells)
     assert [o["status"] for o in parallel] == ["FINISHED", "FINISHED"], parallel
     for o in parallel:
         state = json.loads((Path(o["record"]["folder"]) / "run.json").read_text())
         assert state["environment"]["threads"] == str(max(1, torch.get_num_threads() // 2))
+        assert state["epochs_done"] == 1 and state["epoch_finished_at"]
     runs = MlflowClient(f"sqlite:///{tmp_path / 'par' / 'mlflow.db'}").search_runs(
         [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'par' / 'mlflow.db'}").search_experiments()])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
-    serial = run_suite(suite, results_dir=tmp_path / "ser", progress=False)
+    serial = run_suite(suite, results_dir=tmp_path / "ser")
+    assert "lpvae-h1-synthetic-smoke-s0: epoch 1/1, train_loss " in capsys.readouterr().out
     for p, s in zip(parallel, serial):  # another thread count reorders sums, nothing more
         assert p["record"]["metrics"]["bpd"] == pytest.approx(s["record"]["metrics"]["bpd"], rel=1e-4)
 
