@@ -315,9 +315,15 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
     click.echo(tabulate(rows, headers=["cell", "status"] + columns + ["error"], tablefmt="github",
                         disable_numparse=True))
     failed = [o for o in outcomes if o["status"] == "FAILED"]
+    busy = [o for o in outcomes if o["status"] == "BUSY"]
+    if busy:
+        click.echo(f"error: {len(busy)} of {len(outcomes)} cells are being trained by "
+                   f"another process and were left to it (run the suite again once it ends): "
+                   + "; ".join(str(o["cell"]) for o in busy), err=True)
     if failed:
         click.echo(f"error: {len(failed)} of {len(outcomes)} cells failed: " +
                    "; ".join(f"{o['cell']}: {o['error']}" for o in failed), err=True)
+    if failed or busy:
         sys.exit(1)
 
 

@@ -81,18 +81,24 @@ def run_folders(runs_root: Path, prefix: str) -> list[Path]:
     return sorted(Path(runs_root).glob(prefix + "-*"), reverse=True)
 
 
+class RunBusy(RepbenchError):
+    """The configuration's newest run is still being trained: a second process would repeat its work."""
+
+
 def resumable(runs_root: Path, prefix: str) -> tuple[Path | None, str]:
     """The newest interrupted run of a configuration (stopped or failed, with a checkpoint), unless a newer run
     finished, or None with what was found instead (for `--resume`'s error). A RUNNING one belongs to a live
-    process (`settle_orphans` has run) and is never taken over."""
+    process (`settle_orphans` has run) and is never taken over nor repeated: RunBusy."""
     for folder in run_folders(runs_root, prefix):
         state = read_json(folder / "run.json")
         if state.get("status") == "FINISHED":
             return None, f"its newest run finished ({folder.name}); run it without --resume to reuse or repeat it"
         if state.get("status") == "RUNNING":
             proc = state.get("process") or state.get("environment") or {}
-            return None, f"{folder.name} is still running (process {proc.get('pid')} on {proc.get('hostname')}); " \
-                         f"wait for it or stop it first"
+            done = f"; {state['epochs_done']} epochs done, the last at {state.get('epoch_finished_at')}" \
+                if state.get("epochs_done") else ""
+            raise RunBusy(f"{folder.name} is still running (process {proc.get('pid')} on {proc.get('hostname')}"
+                          f"{done}); wait for it or stop it first")
         if (folder / "checkpoint.pt").exists():
             return folder, "resumable"
     return None, "no interrupted run with a checkpoint; start it without --resume"

@@ -104,13 +104,17 @@ def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device:
 
 
 def run_cell(cell: Cell, spec) -> dict:
-    """One cell's outcome; a failure is recorded, never raised (Ctrl-C still stops everything)."""
+    """One cell's outcome; a failure is recorded, never raised (Ctrl-C still stops everything). A cell whose run
+    another live process is training is BUSY."""
+    from .records import RunBusy
     from .runner import run
     try:
         record = run(spec)
         return {"cell": cell, "status": record["status"], "record": record}
     except KeyboardInterrupt:
         raise
+    except RunBusy as exc:  # another suite (another terminal) trains it now: left to that one, not repeated
+        return {"cell": cell, "status": "BUSY", "error": str(exc)}
     except Exception as exc:
         return {"cell": cell, "status": "FAILED",
                 "error": str(exc) if isinstance(exc, RepbenchError) else f"{type(exc).__name__}: {exc}"}

@@ -111,7 +111,12 @@ def test_resume_never_takes_over_a_live_run_nor_revives_one_a_newer_run_finished
             time.sleep(0.05)
         live = CliRunner().invoke(cli, args + ["--resume"])  # a second terminal, the same command
         assert live.exit_code == 2 and f"is still running (process {proc.pid} " in one_line(live), live.output
-        assert len(list(results.glob("runs/*"))) == 1
+        (tmp_path / "s.yaml").write_text("name: same\nlearners: [{name: vae, options: {epochs: 40}}]\n"
+                                         "datasets: [synthetic]\npresets: [smoke]\nmetrics: [bpd]\n")
+        suite = CliRunner().invoke(cli, ["suite", str(tmp_path / "s.yaml"), "-q", "--results-dir", str(results)])
+        assert suite.exit_code == 1 and "| vae / synthetic / smoke / seed 0 | BUSY " in suite.output, suite.output
+        assert "1 of 1 cells are being trained by another process" in suite.stderr
+        assert len(list(results.glob("runs/*"))) == 1  # neither repeated the live run's work
     finally:
         proc.terminate()
         proc.wait(timeout=120)
