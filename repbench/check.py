@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .registry import RepbenchError
-from .suite import Cell, Suite
+from .suite import Cell, Suite, suite_command
 from .suite_run import latest_results
 
 
@@ -37,7 +37,7 @@ def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None
     """(failures, passes) as printable lines: one MISSING line for each cell with no finished run, whose group
     (all its seeds) is then left out of the thresholds and the baseline rather than gated on fewer seeds."""
     results, missing = grouped(suite, results_dir, tracking_uri)
-    failures = [f"MISSING  {cell}: no finished run; run `repbench suite {suite.path}`" for cell in missing]
+    failures = [f"MISSING  {cell}: no finished run; run `{suite_command(suite, results_dir)}`" for cell in missing]
     left_out = {(c.display, c.dataset, c.preset) for c in missing}
     passes = []
     for t in suite.thresholds:
@@ -49,18 +49,22 @@ def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None
             line = f"{t.metric} {learner} ({dataset}/{preset}): {shown}, threshold {t.describe()}"
             (failures if t.violated(value) else passes).append(("REGRESSION " if t.violated(value) else "ok  ") + line)
     if suite.baseline_file is not None:
-        f, p = compare_baseline(suite, results, left_out)
+        f, p = compare_baseline(suite, results, left_out, results_dir)
         failures += f
         passes += p
     return failures, passes
 
 
-def compare_baseline(suite: Suite, results: dict, left_out: set = frozenset()) -> tuple[list[str], list[str]]:
+def compare_baseline(suite: Suite, results: dict, left_out: set = frozenset(), results_dir: Path = Path("results")
+                     ) -> tuple[list[str], list[str]]:
     """Lines for each baseline entry; the groups in `left_out` (a cell missing) are skipped, as their MISSING
     lines already fail the check."""
     path = suite.baseline_file
     if not path.exists():
-        return [f"MISSING  baseline {path}: write it with `repbench check {suite.path} --write-baseline`"], []
+        where = "" if Path(results_dir) == Path("results") else f" --results-dir {results_dir}"
+        once = " once every cell has finished" if left_out else ""
+        return [f"MISSING  baseline {path}: write it with `repbench check {suite.path}{where} --write-baseline`"
+                f"{once}"], []
     try:
         base = json.loads(path.read_text())
         entries = [e for e in base["results"] if isinstance(e["metrics"], dict) and e["learner"] and e["dataset"]]
@@ -94,7 +98,7 @@ def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = N
     if missing:
         raise RepbenchError(f"refusing to store a partial baseline: {len(missing)} cell(s) have no finished run "
                             f"({'; '.join(map(str, missing[:3]))}{'; ...' if len(missing) > 3 else ''}); run "
-                            f"`repbench suite {suite.path}` first")
+                            f"`{suite_command(suite, results_dir)}` first")
     untrusted = [f"{m} of {k[0]}" for k, v in sorted(results.items()) for m, x in v.items()
                  if x is not None and not math.isfinite(x)]
     if untrusted:

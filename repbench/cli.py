@@ -306,7 +306,11 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
         resolve_device(device)
-    spec = only_learners(load_suite(suite_file), only)
+    whole = load_suite(suite_file)
+    spec = only_learners(whole, only)
+    if only:
+        click.echo(f"--only: {len(spec.cells)} of the suite's {len(whole.cells)} cells; the whole suite runs the others "
+                   f"and reuses these", err=True)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
                          progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
     columns = [m for m in summary_metrics() if m != "nonlinear_probe"]
@@ -372,7 +376,7 @@ def _fmt(metrics: dict, key: str) -> str:
 def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds, differences with confidence intervals)."""
     from .report import build_report, load_paper_numbers, missing_cells, records_from_mlflow, records_from_suite
-    from .suite import load_suite
+    from .suite import load_suite, suite_command
     from .tracking import default_tracking_uri
     compare = ()
     if suite_file and tags:
@@ -382,9 +386,13 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
         missing = missing_cells(spec, records)
-        if missing and records:  # with none at all, the error below says so in one line
-            click.echo(f"note: {len(missing)} of {len(spec.cells)} cells have no finished run and are left out: "
-                       f"{'; '.join(missing)}", err=True)
+        if not records:
+            raise RepbenchError(f"no finished runs of suite '{spec.name}' under {results_dir}; run it first: "
+                                f"`{suite_command(spec, results_dir)}`")
+        if missing:
+            click.echo(f"note: {len(missing)} of {len(spec.cells)} cells {'has' if len(missing) == 1 else 'have'} "
+                       f"no finished run and {'is' if len(missing) == 1 else 'are'} left out: {'; '.join(missing)}",
+                       err=True)
     else:
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,

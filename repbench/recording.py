@@ -108,7 +108,7 @@ class Recorder:
         total = (self.state.get("params") or {}).get("train_config", {}).get("epochs")
         minutes = (time.monotonic() - start) / 60 / (trained + 1)
         values = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
-        left = f", about {_duration(minutes * (total - epoch))} left" if total and total > epoch else ""
+        left = f", {_duration(minutes * (total - epoch))} left" if total and total > epoch else ""
         pace = f"{minutes * 60:.0f} s" if minutes < 1 else f"{minutes:.1f} min"
         PROGRESS.info(f"{self.state.get('name')}: epoch {epoch}{f'/{total}' if total else ''}, {values} "
                       f"({pace}/epoch{left})")
@@ -233,4 +233,5 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
 
 
 def _duration(minutes: float) -> str:
-    return "under a minute" if minutes < 1 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+    return "under a minute" if minutes < 1 else f"about {minutes:.0f} min" if minutes < 90 else \
+        f"about {minutes / 60:.1f} h"

@@ -122,6 +122,12 @@ class Suite:
     ray: dict = field(default_factory=dict)     # resources of a cell run as a Ray task (see cluster.py)
 
 
+def suite_command(suite: Suite, results_dir: Path) -> str:
+    """The command that runs this suite into `results_dir`, for hints that a user copies as they are."""
+    where = "" if Path(results_dir) == Path("results") else f" --results-dir {results_dir}"
+    return f"repbench suite {suite.path}{where}"
+
+
 def only_learners(suite: Suite, names: tuple[str, ...]) -> Suite:
     """The suite with only the cells of these learners (display names: vae, lpvae-h2), in the suite's order; its
     other cells keep their results and run the next time the whole suite does."""

@@ -208,7 +208,8 @@ CASES = [
     ("report-tag-quote", ["report", "--tag", "suite=a'b"], 2, r"quotes are not allowed", None),
     ("report-format", ["report", "--format", "docx"], 2, r"Invalid value for '--format'", None),
     ("report-missing-suite", ["report", "--suite", "{tmp}/none.yaml"], 2, r"does not exist", None),
-    ("report-no-runs", ["report", "--suite", "{x}"], 2, r"no finished runs match",
+    ("report-no-runs", ["report", "--suite", "{x}"], 2, r"no finished runs of suite '.+' under .+; run it first: "
+     r"`repbench suite .+suite.yaml --results-dir .+`",
      lambda t, r: suite_file(t, "learners: [lpvae]\n")),
     ("report-no-experiment", ["report", "--experiment", "nope"], 2, r"no MLflow experiment 'nope'", None),
     ("report-unreachable", ["report", "--tracking-uri", "http://127.0.0.1:9"], 2,

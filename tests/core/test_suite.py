@@ -159,7 +159,8 @@ def test_a_seed_missing_fails_once_and_is_not_gated_on_the_other_seeds(ran, tmp_
         shutil.rmtree(folder)
     failures, passes = check_suite(suite, copy)
     assert [f for f in failures if "lpvae-h1" in f] == [
-        f"MISSING  lpvae-h1 / synthetic / smoke / seed 1: no finished run; run `repbench suite {suite.path}`"]
+        f"MISSING  lpvae-h1 / synthetic / smoke / seed 1: no finished run; run `repbench suite {suite.path} "
+        f"--results-dir {copy}`"]
     assert not [p for p in passes if "lpvae-h1" in p] and any("vae (" in p for p in passes)
     with pytest.raises(RepbenchError, match=r"partial baseline: 1 cell\(s\) .*lpvae-h1 / synthetic / smoke / seed 1"):
         write_baseline(suite, copy)
@@ -259,6 +260,7 @@ def test_only_runs_the_named_learners_cells_and_the_whole_suite_reuses_them(tmp_
     args = ["suite", str(tmp_path / "s.yaml"), "-q", "--results-dir", str(tmp_path / "r")]
     first = CliRunner().invoke(cli, args + ["--only", "lpvae-h1"])
     assert first.exit_code == 0, first.output
+    assert "--only: 2 of the suite's 4 cells; the whole suite runs the others" in first.stderr
     assert sorted(f.name.split("-synthetic")[0] for f in (tmp_path / "r" / "runs").iterdir()) == ["lpvae-h1"] * 2
     partial = CliRunner().invoke(cli, ["report", "--suite", str(tmp_path / "s.yaml"), "--results-dir",
                                        str(tmp_path / "r")])
