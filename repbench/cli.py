@@ -313,7 +313,8 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
                    f"and reuses these", err=True)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
                          progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
-    columns = [m for m in summary_metrics() if m != "nonlinear_probe"]
+    measured = {m for o in outcomes for m in (o.get("record") or {}).get("metrics", {})}
+    columns = [m for m in summary_metrics() if m != "nonlinear_probe" and m in measured]
     rows = [[str(o["cell"]), o["status"]] + [_fmt(o.get("record", {}).get("metrics", {}), k) for k in columns]
             + [o.get("error", "")] for o in outcomes]
     click.echo(tabulate(rows, headers=["cell", "status"] + columns + ["error"], tablefmt="github",

@@ -268,6 +268,8 @@ def test_only_runs_the_named_learners_cells_and_the_whole_suite_reuses_them(tmp_
         in partial.output, partial.output
     whole = CliRunner().invoke(cli, args)
     assert whole.exit_code == 0, whole.output
+    header = next(line for line in whole.output.splitlines() if line.startswith("| cell"))
+    assert "| bpd" in header and "mutual_info" not in header  # the columns of what the suite measures
     statuses = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in whole.output.splitlines()
                 if line.startswith("| ") and "seed" in line}
     assert statuses == {"lpvae-h1 / synthetic / smoke / seed 0": "REUSED", "lpvae-h1 / synthetic / smoke / seed 1":
