@@ -309,8 +309,8 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
     whole = load_suite(suite_file)
     spec = only_learners(whole, only)
     if only:
-        click.echo(f"--only: {len(spec.cells)} of the suite's {len(whole.cells)} cells; the whole suite runs the others "
-                   f"and reuses these", err=True)
+        click.echo(f"--only: {len(spec.cells)} of the suite's {len(whole.cells)} cells; the whole suite runs the "
+                   f"others and reuses these", err=True)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
                          progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
     measured = {m for o in outcomes for m in (o.get("record") or {}).get("metrics", {})}
