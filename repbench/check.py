@@ -61,10 +61,9 @@ def compare_baseline(suite: Suite, results: dict, left_out: set = frozenset(), r
     lines already fail the check."""
     path = suite.baseline_file
     if not path.exists():
-        where = "" if Path(results_dir) == Path("results") else f" --results-dir {results_dir}"
         once = " once every cell has finished" if left_out else ""
-        return [f"MISSING  baseline {path}: write it with `repbench check {suite.path}{where} --write-baseline`"
-                f"{once}"], []
+        return [f"MISSING  baseline {path}: write it with `{suite_command(suite, results_dir, 'check')} "
+                f"--write-baseline`{once}"], []
     try:
         base = json.loads(path.read_text())
         entries = [e for e in base["results"] if isinstance(e["metrics"], dict) and e["learner"] and e["dataset"]]

@@ -122,10 +122,10 @@ class Suite:
     ray: dict = field(default_factory=dict)     # resources of a cell run as a Ray task (see cluster.py)
 
 
-def suite_command(suite: Suite, results_dir: Path) -> str:
-    """The command that runs this suite into `results_dir`, for hints that a user copies as they are."""
+def suite_command(suite: Suite, results_dir: Path, command: str = "suite") -> str:
+    """The command (suite, check) on this suite and `results_dir`, for hints that a user copies as they are."""
     where = "" if Path(results_dir) == Path("results") else f" --results-dir {results_dir}"
-    return f"repbench suite {suite.path}{where}"
+    return f"repbench {command} {suite.path}{where}"
 
 
 def only_learners(suite: Suite, names: tuple[str, ...]) -> Suite:
