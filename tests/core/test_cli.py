@@ -160,3 +160,15 @@ def test_interrupted_run_resumes_to_the_same_mlflow_run(tmp_path):
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(first["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "bpd" in run.data.metrics
     assert final["error"] is None and "error" not in run.data.tags  # the interruption's note went with it
+
+
+def test_a_probe_mean_and_its_spread_print_to_the_same_decimals(capsys):
+    from repbench.cli import print_result
+    settings = {"linear_probe": {"probe_seeds": 3}, "nonlinear_probe": {"probe_seeds": 1}}
+    metrics = {"bpd": 1.32249, "linear_probe": 86.3, "linear_probe_std": 0.0,
+               "nonlinear_probe": 90.6667, "nonlinear_probe_std": 0.25}
+    print_result({"name": "r", "status": "FINISHED", "folder": "f", "metrics": metrics, "measured_with": settings})
+    out = capsys.readouterr().out
+    assert "| 86.30 ± 0.00 " in out                         # not 86.3 ± 0.00
+    assert "| 90.67 " in out and "90.67 ±" not in out        # one probe seed: no spread
+    assert "| 1.322 " in out
