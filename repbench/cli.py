@@ -351,10 +351,15 @@ def ray_options(address, device, jobs, cpus, gpus, every):
 
 
 def _fmt(metrics: dict, key: str) -> str:
-    """A value for a console table: blank when not measured, n/a when it does not apply."""
+    """A value for a console table: blank when not measured, n/a when it does not apply, else to the metric's
+    decimals (so a column lines up: 77.0 beside 76.5, not 77), a count as a whole number."""
+    from .metrics import metric_info
     if key not in metrics:
         return "-"
-    return "n/a" if metrics[key] is None else f"{metrics[key]:.4g}"
+    value = metrics[key]
+    if value is None or isinstance(value, int):
+        return "n/a" if value is None else str(value)
+    return f"{value:.{metric_info(key)[2]}f}"
 
 
 @cli.command()

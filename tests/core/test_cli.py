@@ -172,3 +172,10 @@ def test_a_probe_mean_and_its_spread_print_to_the_same_decimals(capsys):
     assert "| 86.30 ± 0.00 " in out                         # not 86.3 ± 0.00
     assert "| 90.67 " in out and "90.67 ±" not in out        # one probe seed: no spread
     assert "| 1.322 " in out
+
+
+def test_a_suite_summary_column_keeps_the_metric_decimals():
+    from repbench.cli import _fmt
+    metrics = {"linear_probe": 77.0, "bpd": 3.3, "intrinsic_dim": 16, "mutual_info": None}
+    assert [_fmt(metrics, k) for k in ("linear_probe", "bpd", "intrinsic_dim", "mutual_info", "nonlinear_probe")] \
+        == ["77.0", "3.300", "16", "n/a", "-"]
