@@ -185,9 +185,14 @@ def table1(df: pd.DataFrame, probe: str) -> Section:
                    directions={lr: "neither" for lr in learners})
 
 
-def label_table(df: pd.DataFrame) -> Section | None:
-    cols = sorted({c for c in df.columns if ".labels_" in c and not c.endswith("_std")},
+def _label_columns(df: pd.DataFrame) -> list[str]:
+    """The label-efficiency columns, linear probe first, each probe by its number of labels."""
+    return sorted({c for c in df.columns if ".labels_" in c and not c.endswith("_std")},
                   key=lambda c: (c.split(".")[0] != "linear_probe", int(c.rsplit("_", 1)[1])))
+
+
+def label_table(df: pd.DataFrame) -> Section | None:
+    cols = _label_columns(df)
     if not cols:
         return None
     rows = [[learner, str(len(g))] + [_column(g, c) for c in cols]
@@ -214,14 +219,17 @@ def classifier_table(df: pd.DataFrame, paper: list[dict] | None) -> Section | No
 
 
 def compare_table(df: pd.DataFrame, pairs) -> Section | None:
-    """b - a for each pair and summary metric, with Welch's 95% interval across training seeds."""
+    """b - a for each pair and summary metric, and for each probe with the fewest labels (where a representation
+    is most likely to differ), with Welch's 95% interval across training seeds."""
     from .stats import welch
     if not pairs:
         return None
+    labels = _label_columns(df)
+    fewest = [c for c in labels if int(c.rsplit("_", 1)[1]) == min(int(x.rsplit("_", 1)[1]) for x in labels)]
     rows = []
     for a, b in pairs:
         for (dataset, preset), g in df.groupby(["dataset", "preset"], sort=False):
-            for m in summary_metrics():
+            for m in summary_metrics() + fewest:
                 va, vb = (_numbers(g[g["learner"] == x], m) for x in (a, b))
                 if len(va) == 0 or len(vb) == 0:
                     continue

@@ -401,6 +401,22 @@ def test_spread_over_seeds_is_the_sample_std():
     assert stat([5.0], 2).text == "5.00"
 
 
+def test_pairs_are_compared_on_the_probes_with_the_fewest_labels():
+    from repbench.report import build
+    from repbench.stats import welch
+    acc = {"vae": (60.0, 61.0, 62.0), "lpvae-h2": (64.0, 66.0, 65.0)}
+    records = [{"learner": lr, "dataset": "d", "preset": "quick", "seed": s, "linear_probe": 80.0 + s,
+                "linear_probe.labels_100": acc[lr][s], "linear_probe.labels_600": 70.0 + s}
+               for lr in acc for s in range(3)]
+    (section,) = [s for s in build(records, compare=[("vae", "lpvae-h2")]).sections if s.key == "compare"]
+    rows = {r[3]: r for r in section.rows}
+    d = welch(acc["vae"], acc["lpvae-h2"])                     # +4.0, the same spread on both sides
+    assert rows["linear_probe.labels_100"][5].mean == pytest.approx(4.0)
+    assert rows["linear_probe.labels_100"][6] == f"[{d.low:+.1f}, {d.high:+.1f}]" and d.low > 0
+    assert rows["linear_probe.labels_100"][7] == "yes" and "linear_probe.labels_600" not in rows
+    assert rows["linear_probe"][7] == "no"                      # identical across learners
+
+
 def test_table6_puts_the_published_accuracy_beside_a_subset_of_its_dataset():
     records = [{"learner": "m2-h1-n100", "dataset": "mnist5k", "preset": "quick", "seed": s,
                 "classifier_accuracy": a} for s, a in ((0, 60.0), (1, 62.0))]
