@@ -238,9 +238,9 @@ def print_result(record: dict, only=None) -> None:
             continue
         std = metrics.get(name + "_std")
         repeats = settings.get(getattr(entry_of(name), "name", ""), {}).get("probe_seeds", 2)
-        shown = "n/a" if value is None else f"{value:.4g}"
-        if value is not None and std is not None and repeats > 1:   # one probe seed has no spread
-            shown = f"{value:.2f} ± {std:.2f}"   # mean and spread to the same decimals
+        spread = std is not None and repeats > 1   # one probe seed has no spread
+        shown = ("n/a" if value is None else f"{value:.2f} ± {std:.2f}" if spread   # mean and spread alike
+                 else f"{value:.4g}")
         unit, direction, _ = metric_info(name)
         rows.append([name, shown, unit, direction])
     click.echo(f"\n{record['name']}  ({record['status']}; folder {record['folder']})")

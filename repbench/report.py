@@ -185,10 +185,15 @@ def table1(df: pd.DataFrame, probe: str) -> Section:
                    directions={lr: "neither" for lr in learners})
 
 
+def _n_labels(column: str) -> int:
+    """The number of labelled images of a label-efficiency column ('linear_probe.labels_100' -> 100)."""
+    return int(column.rsplit("_", 1)[1])
+
+
 def _label_columns(df: pd.DataFrame) -> list[str]:
     """The label-efficiency columns, linear probe first, each probe by its number of labels."""
     return sorted({c for c in df.columns if ".labels_" in c and not c.endswith("_std")},
-                  key=lambda c: (c.split(".")[0] != "linear_probe", int(c.rsplit("_", 1)[1])))
+                  key=lambda c: (c.split(".")[0] != "linear_probe", _n_labels(c)))
 
 
 def label_table(df: pd.DataFrame) -> Section | None:
@@ -225,7 +230,8 @@ def compare_table(df: pd.DataFrame, pairs) -> Section | None:
     if not pairs:
         return None
     labels = _label_columns(df)
-    fewest = [c for c in labels if int(c.rsplit("_", 1)[1]) == min(int(x.rsplit("_", 1)[1]) for x in labels)]
+    least = min(map(_n_labels, labels), default=None)
+    fewest = [c for c in labels if _n_labels(c) == least]
     rows = []
     for a, b in pairs:
         for (dataset, preset), g in df.groupby(["dataset", "preset"], sort=False):
