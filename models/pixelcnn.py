@@ -1,9 +1,12 @@
-"""The PixelCNN decoder head shared by the VAE family.
+"""The PixelCNN decoder head shared by the VAE family, layer for layer the official LocalPixelCNN / FullPixelCNN.
 
-horizon h = 0: no pixel path (a plain VAE decoder). h >= 1: one mask-A convolution of kernel 2h+1 and then only
-1x1 convolutions, so the parameters at (i, j) see exactly the pixels (i', j') with i-h <= i' < i, |j'-j| <= h, or
-i' = i, j-h <= j' < j. h = None: the full PixelCNN, a 7x7 mask-A convolution and 3x3 mask-B residual blocks,
-which sees only pixels strictly before (i, j) in raster order.
+Two paths of width/2 channels each, both convolutions without bias: the pixels through one mask-A convolution, the
+decoder's feature map through a 1x1 convolution; concatenated (pixels first), then a ReLU, residual blocks and a
+1x1 -> ReLU -> 1x1 output. horizon h >= 1: the mask-A kernel is 2h+1 and every later convolution is 1x1, so the
+parameters at (i, j) see exactly the pixels (i', j') with i-h <= i' < i, |j'-j| <= h, or i' = i, j-h <= j' < j.
+h = 0: the official kernel-1 mask-A convolution is all zeros, so the pixel half is width/2 zero channels (they still
+carry the residual stream) and the head sees no pixel. h = None: the full PixelCNN, a 7x7 mask-A convolution and
+3x3 mask-B residual blocks, which sees only pixels strictly before (i, j) in raster order.
 """
 from __future__ import annotations
 
@@ -44,8 +47,8 @@ class _ChannelsLastGrad(torch.autograd.Function):
 
 
 class MaskedConv2d(nn.Conv2d):
-    def __init__(self, cin: int, cout: int, kernel: int, include_center: bool):
-        super().__init__(cin, cout, kernel, padding=kernel // 2)
+    def __init__(self, cin: int, cout: int, kernel: int, include_center: bool, bias: bool = True):
+        super().__init__(cin, cout, kernel, padding=kernel // 2, bias=bias)
         self.register_buffer("mask", causal_mask(kernel, include_center)[None, None].expand_as(self.weight).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,18 +78,24 @@ class PixelCNNHead(nn.Module):
         self.full = horizon is None
         kernel = full_kernel if self.full else 2 * horizon + 1
         has_pixels = self.full or horizon > 0
-        self.pixel_conv = MaskedConv2d(in_channels, width // 2, kernel, include_center=False) if has_pixels else None
-        self.feature_conv = nn.Conv2d(feature_channels, width - width // 2 if has_pixels else width, 1)
+        self.pixel_channels = width // 2
+        self.pixel_conv = (MaskedConv2d(in_channels, self.pixel_channels, kernel, include_center=False, bias=False)
+                           if has_pixels else None)
+        self.feature_conv = nn.Conv2d(feature_channels, width - self.pixel_channels, 1, bias=False)
         self.blocks = nn.ModuleList([ResBlock(width, self.full) for _ in range(n_res)])
         self.out = nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, out_channels, 1))
 
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         # Channels-last makes oneDNN's 1x1 convolutions plain matrix multiplies: about 1.5x faster on CPU.
         x, features = x.contiguous(memory_format=CL), features.contiguous(memory_format=CL)
-        h = self.feature_conv(features)
+        f = self.feature_conv(features)
+        h = cat_channels_last(self._pixels(x, f), f)
+        return _ChannelsLastGrad.apply(self._tail(F.relu(h)))
+
+    def _pixels(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if self.pixel_conv is not None:
-            h = cat_channels_last(self.pixel_conv(x), h)
-        return _ChannelsLastGrad.apply(self._tail(h))
+            return self.pixel_conv(x)
+        return like.new_zeros(like.shape[0], self.pixel_channels, *like.shape[2:]).contiguous(memory_format=CL)
 
     def _tail(self, h: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -106,8 +115,10 @@ class PixelCNNHead(nn.Module):
         assert not self.full, "params_at needs a local head"
         b = x.shape[0]
         feats = features[:, :, rows, cols]                                      # [B, F, P]
-        h = self.feature_conv(feats[..., None])                                 # [B, w, P, 1]
-        if self.pixel_conv is not None:
+        h = self.feature_conv(feats[..., None])                                 # [B, w/2, P, 1]
+        if self.pixel_conv is None:
+            px = h.new_zeros(b, self.pixel_channels, len(rows), 1)
+        else:
             k = self.pixel_conv.kernel_size[0]
             xp = F.pad(x, (k // 2,) * 4)
             offs = torch.arange(k, device=x.device)
@@ -115,6 +126,5 @@ class PixelCNNHead(nn.Module):
             c = (cols[:, None, None] + offs[None, None, :]).expand(-1, k, k)
             patches = xp[:, :, r, c].permute(0, 2, 1, 3, 4).reshape(b, len(rows), -1)  # [B, P, C*k*k]
             w = (self.pixel_conv.weight * self.pixel_conv.mask).flatten(1)      # [w/2, C*k*k]
-            px = (patches @ w.t() + self.pixel_conv.bias).permute(0, 2, 1)[..., None]
-            h = torch.cat([px, h], dim=1)
-        return self._tail(h)[..., 0]
+            px = (patches @ w.t()).permute(0, 2, 1)[..., None]
+        return self._tail(F.relu(torch.cat([px, h], dim=1)))[..., 0]

@@ -1,7 +1,13 @@
-"""The colour encoder and decoder: ResNets of `channels` width, three blocks each way, 32 -> 4 -> 32.
+"""The colour encoder and decoder, layer for layer the official res_encoder / res_decoder (ELU, BatchNorm).
 
-Each encoder block halves the resolution and each decoder block doubles it (nearest upsampling), with a
-BatchNorm-ReLU-conv residual path and a 1x1 shortcut where the shape changes."""
+Encoder: three blocks, each halving the resolution by average pooling, 32 -> 4. The shortcut stream starts as a 3x3
+convolution of the image and is only pooled; the residual stream starts as another 3x3 convolution and runs through
+BatchNorm-ELU-conv from block to block, added onto the shortcut after each block (the official code carries the
+residual stream across blocks rather than restarting it from the sum, and so does this one). Then BatchNorm, ELU.
+Decoder: a linear map to a 4x4 grid, three blocks that double the resolution with 4x4 stride-2 transposed
+convolutions (BN-ELU-up, BN-ELU-5x5, BN-ELU-1x1 on the residual path, an up-convolution on the shortcut), then
+BatchNorm, ELU and a 3x3 convolution to the feature map that the PixelCNN head reads.
+"""
 from __future__ import annotations
 
 import torch
@@ -9,34 +15,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, scale: float = 1.0):
-        super().__init__()
-        self.scale = scale  # 0.5: downsample by 2; 2.0: upsample by 2
-        stride = 2 if scale < 1 else 1
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = nn.Conv2d(cin, cout, 1, stride=stride, bias=False) if scale != 1 or cin != cout else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale > 1:
-            x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.skip(x))
-
-
 class ResNetEncoder(nn.Module):
-    """[B, C, 32, 32] -> [B, channels * 4 * 4] features for the posterior heads."""
+    """[B, C, H, W] -> [B, channels * H/8 * W/8] features for the posterior heads."""
 
     def __init__(self, in_channels: int, channels: int, blocks: int = 3):
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.blocks = nn.Sequential(*[ResBlock(channels, channels, 0.5) for _ in range(blocks)])
+        self.blocks = blocks
+        self.residual_in = nn.Conv2d(in_channels, channels, 3, 1, 1)
+        self.shortcut_in = nn.Conv2d(in_channels, channels, 3, 1, 1)
+        self.convs = nn.ModuleList([nn.Conv2d(channels, channels, 3, 1, 1) for _ in range(2 * blocks - 1)])
+        self.norms = nn.ModuleList([nn.BatchNorm2d(channels) for _ in range(2 * blocks - 1)])
+        self.norm_out = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.stem(x)).flatten(1)
+        r, s = self.residual_in(x), self.shortcut_in(x)
+        for i in range(self.blocks):
+            if i > 0:
+                r = self.convs[2 * i - 1](F.elu(self.norms[2 * i - 1](r)))
+            r = self.convs[2 * i](F.elu(self.norms[2 * i](F.avg_pool2d(r, 2))))
+            s = F.avg_pool2d(s, 2) + r
+        return F.elu(self.norm_out(s)).flatten(1)
 
 
 class ResNetDecoder(nn.Module):
@@ -47,9 +45,18 @@ class ResNetDecoder(nn.Module):
         self.base = (image_hw[0] >> blocks, image_hw[1] >> blocks)
         self.channels = channels
         self.fc = nn.Linear(z_dim, channels * self.base[0] * self.base[1])
-        self.blocks = nn.Sequential(*[ResBlock(channels, channels, 2.0) for _ in range(blocks)])
-        self.out = nn.Conv2d(channels, feature_channels, 1)
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(channels, channels, 4, 2, 1) for _ in range(2 * blocks)])
+        self.convs5 = nn.ModuleList([nn.Conv2d(channels, channels, 5, 1, 2) for _ in range(blocks)])
+        self.convs1 = nn.ModuleList([nn.Conv2d(channels, channels, 1, 1) for _ in range(blocks)])
+        self.norms = nn.ModuleList([nn.BatchNorm2d(channels) for _ in range(3 * blocks)])
+        self.norm_out = nn.BatchNorm2d(channels)
+        self.out = nn.Conv2d(channels, feature_channels, 3, 1, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.fc(z)).view(len(z), self.channels, *self.base)
-        return self.out(self.blocks(h))
+        x = self.fc(z).view(len(z), self.channels, *self.base)
+        for i in range(len(self.convs5)):
+            r = self.ups[2 * i](F.elu(self.norms[3 * i](x)))
+            r = self.convs5[i](F.elu(self.norms[3 * i + 1](r)))
+            r = self.convs1[i](F.elu(self.norms[3 * i + 2](r)))
+            x = self.ups[2 * i + 1](x) + r
+        return self.out(F.elu(self.norm_out(x)))

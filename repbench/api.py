@@ -120,6 +120,9 @@ class Learner(abc.ABC):
     kinds: ClassVar[tuple[str, ...]] = ("mean",)     # representation kinds this learner gives
     abilities: ClassVar[tuple[str, ...]] = ()        # among ABILITIES
     option_defaults: ClassVar[dict[str, Any]] = {}
+    # The version of the model code: raise it when the same options would train a different model, so that runs
+    # made by the old code are neither resumed nor reused (it is part of the configuration key from 2 on).
+    model_version: ClassVar[int] = 1
 
     def __init__(self, preset: str = "quick", image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0,
                  device: str | torch.device = "cpu", **options):
@@ -147,7 +150,7 @@ class Learner(abc.ABC):
     def params(self) -> dict[str, Any]:
         """Everything that defines this learner, for tracking and for rebuilding it."""
         return {"learner": self.name, "preset": self.preset, "image_shape": list(self.image_shape),
-                "seed": self.seed, "options": dict(self.options)}
+                "seed": self.seed, "options": dict(self.options), "model_version": self.model_version}
 
     def key_settings(self) -> dict[str, Any]:
         """The resolved settings that determine the trained state (hashed into a run's configuration key)."""

@@ -28,6 +28,8 @@ def config_key(learner, dataset: str, augment: bool = True) -> str:
     from .data import DATASETS
     blob = {"learner": learner.name, "dataset": dataset, "image_shape": list(learner.image_shape),
             "preset": learner.preset, "seed": learner.seed, "settings": learner.key_settings()}
+    if getattr(learner, "model_version", 1) != 1:
+        blob["model_version"] = learner.model_version  # only then, so other learners' runs keep their keys
     if not augment and DATASETS.get(dataset).augment is not None:
         blob["augment"] = False  # only then, so runs on data without augmentation keep their keys
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
