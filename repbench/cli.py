@@ -86,10 +86,16 @@ def battery_options(fn):
         click.option("--probe-seeds", type=int, default=None, help="Repeats of each probe [3; smoke: 1]."),
         click.option("--iw-samples", type=int, default=None,
                      help="Samples k of the importance-weighted bound bpd_iw [10; smoke: 4]."),
-        click.option("--linear-method", type=click.Choice(LINEAR_METHODS), default="linearsvc", show_default=True,
-                     help="linearsvc: standardized LinearSVC; svc: SVC(kernel='linear') as in the paper's code; "
-                          "torch: LinearSVC's objective by L-BFGS (fast on many dimensions)."),
-        click.option("--probe-epochs", type=int, default=None, help="Epochs of the MLP probe [20; smoke: 3]."),
+        click.option("--linear-method", type=click.Choice(LINEAR_METHODS), default=None,
+                     help="linearsvc: standardized LinearSVC [default]; svc: SVC(kernel='linear') on the raw "
+                          "features, as in the paper's code [paper]; torch: LinearSVC's objective by L-BFGS (fast "
+                          "on many dimensions)."),
+        click.option("--probe-epochs", type=int, default=None,
+                     help="Epochs of the MLP probe [20; smoke: 3; paper: 100]."),
+        click.option("--probe-dropout", type=float, default=None,
+                     help="Dropout of the MLP probe [0.1, the paper's text; its code has 0 by a typo]."),
+        click.option("--id-threshold", type=float, default=None,
+                     help="intrinsic_dim counts eigenvalues at least this fraction of the largest [0.01]."),
         click.option("--label-counts", default=None, metavar="N,N,...",
                      help="Labelled training images for label_efficiency [100,600,1000,3000]."),
     ]
@@ -98,7 +104,8 @@ def battery_options(fn):
     return fn
 
 
-def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts=None) -> dict:
+def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts=None,
+                      probe_dropout=None, id_threshold=None) -> dict:
     """The battery options the user set; the rest come from the preset's battery."""
     counts = None
     if label_counts is not None:
@@ -108,7 +115,7 @@ def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epo
             raise RepbenchError(f"--label-counts expects integers like 100,1000, got '{label_counts}'") from None
     given = {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), "probe_seeds": probe_seeds,
              "iw_samples": iw_samples, "linear_method": linear_method, "nonlinear_epochs": probe_epochs,
-             "label_counts": counts}
+             "label_counts": counts, "nonlinear_dropout": probe_dropout, "id_threshold": id_threshold}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -167,7 +174,7 @@ def cli():
 @friendly(RESUME_ADVICE["run"])
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
         download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
-        label_counts):
+        label_counts, probe_dropout, id_threshold):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .battery import battery_for
     from .runner import RunSpec, run as run_one
@@ -182,7 +189,8 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
                    battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
-                                                                 probe_epochs, label_counts)))
+                                                                 probe_epochs, label_counts, probe_dropout,
+                                                                 id_threshold)))
     print_result(run_one(spec))
 
 
@@ -199,13 +207,15 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 @battery_options
 @friendly()
 def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri, experiment, results_dir, data_root,
-             quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts):
+             quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts, probe_dropout,
+             id_threshold):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache), or score
     representations made outside repbench."""
     from .runner import evaluate_saved
     if sum(map(bool, (run_ref, checkpoint, features))) != 1:
         raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
-    battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts)
+    battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts,
+                                probe_dropout, id_threshold)
     default_list = metrics == ",".join(_default_metrics())
     if features:
         from .outside import evaluate_features

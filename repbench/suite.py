@@ -255,7 +255,9 @@ def load_suite(path: str | Path) -> Suite:
         _at(path, cell.build, f"learner '{cell.learner}'")
     thresholds = tuple(_threshold(t, path) for t in _list(raw, "thresholds", path, []))
     battery = dict(_check_keys(raw.get("battery") or {}, ("probe_seeds", "iw_samples", "test_samples",
-                                                          "linear_method", "nonlinear_epochs", "label_counts"),
+                                                          "linear_method", "nonlinear_epochs", "label_counts",
+                                                          "nonlinear_dropout", "nonlinear_standardize",
+                                                          "id_threshold"),
                                "battery", path))
     if raw.get("metrics") is not None:
         battery["metrics"] = tuple(_list(raw, "metrics", path))

@@ -24,7 +24,9 @@ def intrinsic_dim(reps: torch.Tensor | np.ndarray, threshold: float = 0.01) -> i
 
 
 @register_metric("intrinsic_dim", unit="dimensions", direction="lower", digits=1, summary=2,
-                 description="number of PCA eigenvalues of the test representations at least 1% of the largest")
+                 settings=("id_threshold",),
+                 description="number of PCA eigenvalues of the test representations (posterior means) at least "
+                             "id_threshold (default 1%) of the largest")
 def _intrinsic_dim(inputs, cfg, generator):
     mean = inputs.reps["test"]["mean"]
-    return Values({"intrinsic_dim": intrinsic_dim(mean)}, {"spectrum": pca_spectrum(mean).tolist()})
+    return Values({"intrinsic_dim": intrinsic_dim(mean, cfg.id_threshold)}, {"spectrum": pca_spectrum(mean).tolist()})

@@ -86,20 +86,20 @@ def _scores(clf, x: np.ndarray) -> np.ndarray:
 
 
 def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, epochs: int = 20,
-                    batch_size: int = 100, lr: float = 1e-3, hidden: int = 200,
-                    device: str | torch.device = "cpu") -> float:
+                    batch_size: int = 100, lr: float = 1e-3, hidden: int = 200, dropout: float = 0.1,
+                    standardize: bool = True, device: str | torch.device = "cpu") -> float:
     """Accuracy (%) of Linear(d, 200) -> ReLU -> Dropout(0.1) -> BatchNorm -> Linear(200, classes), Adam,
-    on standardized features."""
+    on standardized features (`standardize=False`: the raw features, as the paper's code)."""
     g = torch.Generator().manual_seed(seed)
     train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
     test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    mu, sd = train.mean(0), train.std(0).clamp(min=1e-8)
+    mu, sd = (train.mean(0), train.std(0).clamp(min=1e-8)) if standardize else (0.0, 1.0)
     train, test = ((train - mu) / sd).to(device), ((test - mu) / sd).to(device)
     classes = int(max(y.max(), int(np.max(test_y)))) + 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(0.1), nn.BatchNorm1d(hidden),
+        net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.BatchNorm1d(hidden),
                             nn.Linear(hidden, classes)).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         y = y.to(device)
@@ -134,7 +134,7 @@ def rep_view(split: dict, rep_type: str, k: int, generator: torch.Generator) -> 
 def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
     """Test accuracy (%) of `probe` on one representation type, once per probe seed (computed once per
     battery: the plain probes and the representation types share the `mean` results)."""
-    setting = cfg.linear_method if probe == "linear_probe" else cfg.nonlinear_epochs
+    setting = cfg.linear_method if probe == "linear_probe" else tuple(getattr(cfg, s) for s in MLP_SETTINGS)
     key = (probe, rep_type, cfg.probe_seeds, setting, cfg.test_samples if rep_type == "sample_k100" else None)
     return inputs.memo(key, lambda: _probe_accuracies(inputs, cfg, probe, rep_type))
 
@@ -147,11 +147,20 @@ def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
         train = rep_view(inputs.reps["train"], rep_type, 1, g).numpy()
         test = rep_view(inputs.reps["test"], rep_type, k, g).numpy()
         args = (train, inputs.data.train_y.numpy(), test, inputs.data.test_y.numpy())
-        if probe == "linear_probe":
-            accs.append(linear_probe(*args, seed=s, method=cfg.linear_method))
-        else:
-            accs.append(nonlinear_probe(*args, seed=s, epochs=cfg.nonlinear_epochs, device=inputs.device))
+        accs.append(run_probe(probe, args, s, cfg, inputs.device))
     return accs
+
+
+# The battery settings the MLP probe's values depend on.
+MLP_SETTINGS = ("nonlinear_epochs", "nonlinear_dropout", "nonlinear_standardize")
+
+
+def run_probe(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> float:
+    """One probe fit with the battery's settings (`epochs` overrides the MLP's)."""
+    if probe == "linear_probe":
+        return linear_probe(*args, seed=seed, method=cfg.linear_method)
+    return nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
+                           standardize=cfg.nonlinear_standardize, device=device)
 
 
 def _summarize(probe: str, by_type: dict[str, list[float]]) -> Values:
@@ -170,7 +179,7 @@ def _linear_probe(inputs, cfg, generator):
 
 
 @register_metric("nonlinear_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=3,
-                 settings=("probe_seeds", "nonlinear_epochs"), outputs=("nonlinear_probe_std",),
+                 settings=("probe_seeds",) + MLP_SETTINGS, outputs=("nonlinear_probe_std",),
                  description="test accuracy of an MLP (d-200-classes, dropout 0.1, BatchNorm)")
 def _nonlinear_probe(inputs, cfg, generator):
     return _summarize("nonlinear_probe", {"mean": probe_accuracies(inputs, cfg, "nonlinear_probe", "mean")})
@@ -181,7 +190,7 @@ _TYPED = tuple(f"{p}{'' if t == 'mean' else '.' + t}{std}" for p in ("linear_pro
 
 
 @register_metric("rep_types", unit="%", direction="higher", needs=("posterior", "labels"), outputs=_TYPED,
-                 settings=("probe_seeds", "test_samples", "linear_method", "nonlinear_epochs"),
+                 settings=("probe_seeds", "test_samples", "linear_method") + MLP_SETTINGS,
                  description="both probes on each representation type of the paper's Table 1: one posterior "
                              "sample, k test-time samples, the mean, mean and std concatenated")
 def _rep_types(inputs, cfg, generator):
@@ -212,11 +221,8 @@ def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[float] | None:
             return None
         args = (inputs.reps["train"]["mean"][idx].numpy(), train_y[idx].numpy(), inputs.reps["test"]["mean"].numpy(),
                 inputs.data.test_y.numpy())
-        if probe == "linear_probe":
-            accs.append(linear_probe(*args, seed=s, method=cfg.linear_method))
-        else:
-            epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
-            accs.append(nonlinear_probe(*args, seed=s, epochs=epochs, device=inputs.device))
+        epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
+        accs.append(run_probe(probe, args, s, cfg, inputs.device, epochs))
     return accs
 
 
@@ -225,7 +231,7 @@ _LABELLED = tuple(f"{p}.labels_{n}{std}" for p in ("linear_probe", "nonlinear_pr
 
 
 @register_metric("label_efficiency", unit="%", direction="higher", needs=("representations", "labels"),
-                 settings=("label_counts", "probe_seeds", "linear_method", "nonlinear_epochs"), outputs=_LABELLED,
+                 settings=("label_counts", "probe_seeds", "linear_method") + MLP_SETTINGS, outputs=_LABELLED,
                  output_pattern=r"(non)?linear_probe\.labels_\d+(_std)?",
                  description="both probes trained on only n labelled training representations (class-balanced "
                              "subsets chosen by seed, the same for every learner), scored on the whole test set")
