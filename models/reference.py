@@ -20,9 +20,12 @@ def _conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def head_forward(head: PixelCNNHead, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    h = _conv(head.feature_conv, features)
+    f = _conv(head.feature_conv, features)
     if head.pixel_conv is not None:
-        h = torch.cat([_conv(head.pixel_conv, x), h], dim=1)
+        px = _conv(head.pixel_conv, x)
+    else:  # h = 0: the official kernel-1 mask-A convolution, all zeros
+        px = f.new_zeros(f.shape[0], head.pixel_channels, *f.shape[2:])
+    h = F.relu(torch.cat([px, f], dim=1))
     for block in head.blocks:
         a, b, c = block.convs
         h = h + F.relu(_conv(c, F.relu(_conv(b, F.relu(_conv(a, h))))))
