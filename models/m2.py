@@ -142,25 +142,24 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """The code [z, onehot(y)] -> a feature map for the PixelCNN head: two FC layers, then four 5x5 stride-2
-    transposed convs from H/16 x W/16 up to H x W (the paper's SVHN decoder)."""
+    """The code [z, onehot(y)] -> a feature map for the PixelCNN head, the paper's SVHN decoder (the official
+    dc_decoder): two FC layers to a 2x2 grid of 8 x width channels, three 5x5 stride-1 transposed convs (8w -> 4w
+    -> 2w -> 2w channels, 2 -> 14 pixels) and a 6x6 stride-2 one to 32 x 32. Images of another size get the map
+    resized to theirs (nearest), so the small presets' tests can use small images; 32 x 32 is the official model."""
 
     def __init__(self, code_dim: int, width: int, feature_channels: int, image_hw: tuple[int, int]):
         super().__init__()
-        self.base = (8 * width, image_hw[0] // 16, image_hw[1] // 16)
-        flat = self.base[0] * self.base[1] * self.base[2]
+        self.image_hw = image_hw
+        self.base = (8 * width, 2, 2)
         self.fc = nn.Sequential(nn.Linear(code_dim, 16 * width), *leaky(16 * width, conv=False),
-                                nn.Linear(16 * width, flat), *leaky(flat, conv=False))
-        sizes = [8 * width, 4 * width, 2 * width, width]
-        ups = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in [upsample(a, b), *leaky(b, conv=True)]]
-        self.ups = nn.Sequential(*ups, upsample(width, feature_channels))
+                                nn.Linear(16 * width, 32 * width), *leaky(32 * width, conv=False))
+        sizes = [8 * width, 4 * width, 2 * width, 2 * width]
+        ups = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in [nn.ConvTranspose2d(a, b, 5, 1), *leaky(b, conv=True)]]
+        self.ups = nn.Sequential(*ups, nn.ConvTranspose2d(2 * width, feature_channels, 6, 2))
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return self.ups(self.fc(code).view(len(code), *self.base))
-
-
-def upsample(cin: int, cout: int) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
+        out = self.ups(self.fc(code).view(len(code), *self.base))
+        return out if tuple(out.shape[2:]) == tuple(self.image_hw) else F.interpolate(out, size=self.image_hw)
 
 
 class ConvClassifier(nn.Module):
@@ -274,6 +273,7 @@ class M2(TorchLearner):
     config_class = M2Config
     presets = PRESETS
     bf16_paper_on_gpu = True  # class logits, posterior and likelihood leave autocast as float32
+    model_version = 2  # 2: the official PixelCNN head and the official SVHN decoder
     _alpha: float | None = None  # set by training_data from the numbers of labelled and unlabelled images
 
     def preset_config(self, preset: str) -> M2Config:

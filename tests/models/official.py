@@ -164,3 +164,88 @@ def dmol_nll_rgb(x, l):
     means = torch.stack((means[:, :, :, 0], m2, m3), dim=3)
     log_probs = _bin_log_probs(xk, means, log_scales).sum(3) + torch.log_softmax(logits, -1)
     return -torch.logsumexp(log_probs, -1).sum((1, 2))
+
+
+# ------------------------------------------------------------------------------------------ M2 (model.py M2)
+class M2Classifier(nn.Module):
+    """m2_classifier(if_bn=True): the MNIST q(y|x), softmax probabilities."""
+
+    def __init__(self, x_dim=784, h_dim=500, y_dim=10):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(x_dim, h_dim), nn.Linear(h_dim, h_dim), nn.Linear(h_dim, y_dim)
+        self.bn1, self.bn2 = nn.BatchNorm1d(h_dim), nn.BatchNorm1d(h_dim)
+
+    def forward(self, x):
+        x = F.relu(self.bn2(self.fc2(F.relu(self.bn1(self.fc1(x.flatten(1)))))))
+        return F.softmax(self.fc3(x), dim=-1)
+
+
+class M2ClassifierColour(nn.Module):
+    """m2_classifier_color(if_bn=True) in eval mode (dropout off)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 6, 5), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 128), nn.Linear(128, 64), nn.Linear(64, 10)
+        self.bn1, self.bn2, self.bn3, self.bn4 = (nn.BatchNorm2d(6), nn.BatchNorm2d(16), nn.BatchNorm1d(128),
+                                                  nn.BatchNorm1d(64))
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2).flatten(1)
+        x = F.relu(self.bn4(self.fc2(F.relu(self.bn3(self.fc1(x))))))
+        return F.softmax(self.fc3(x), dim=-1)
+
+
+class DCEncoder(nn.Module):
+    """dc_encoder(if_label=True): q(z|x, y) for SVHN."""
+
+    def __init__(self, z_dim=64):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(a, b, 5, 2, 2) for a, b in [(3, 32), (32, 64), (64, 128), (128, 256)]])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(c) for c in (32, 64, 128, 256)])
+        self.y_linear, self.label_bn = nn.Linear(10, 20), nn.BatchNorm1d(20)
+        self.ff, self.ff_bn = nn.Linear(1024 + 20, 256), nn.BatchNorm1d(256)
+        self.en_mean, self.en_logstd = nn.Linear(256, z_dim), nn.Linear(256, z_dim)
+
+    def forward(self, x, y):
+        for conv, bn in zip(self.convs, self.bns):
+            x = F.leaky_relu(bn(conv(x)), 0.2)
+        y_embedding = F.leaky_relu(self.label_bn(self.y_linear(y)), 0.2)
+        xy = F.leaky_relu(self.ff_bn(self.ff(torch.cat([x.flatten(1), y_embedding], 1))), 0.2)
+        return self.en_mean(xy), F.softplus(self.en_logstd(xy))
+
+
+class DCDecoder(nn.Module):
+    """dc_decoder(if_label=True): the code [y, z] -> a 100-channel 32 x 32 feature map for the PixelCNN head."""
+
+    def __init__(self, z_dim=64, out_channels=100, y_dim=10):
+        super().__init__()
+        self.ff1, self.bn1 = nn.Linear(z_dim + y_dim, 512), nn.BatchNorm1d(512)
+        self.ff2, self.bn2 = nn.Linear(512, 1024), nn.BatchNorm1d(1024)
+        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(256, 128, 5, 1), nn.ConvTranspose2d(128, 64, 5, 1),
+                                      nn.ConvTranspose2d(64, 64, 5, 1), nn.ConvTranspose2d(64, out_channels, 6, 2)])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(c) for c in (128, 64, 64)])
+
+    def forward(self, z, y):
+        z = torch.cat([y, z], dim=1)
+        x = F.leaky_relu(self.bn1(self.ff1(z)), 0.2)
+        x = F.leaky_relu(self.bn2(self.ff2(x)), 0.2).view(-1, 256, 2, 2)
+        for deconv, bn in zip(self.deconvs, self.bns):
+            x = F.leaky_relu(bn(deconv(x)), 0.2)
+        return self.deconvs[-1](x)
+
+
+class DenseDecoderLabelled(DenseDecoder):
+    """densenet_decoder called with y: its input is [y, z]."""
+
+    def forward(self, z, y):
+        return super().forward(torch.cat([y, z], dim=1))
+
+
+def m2_neg_elbo(enc, dec, head, criterion, x, y, eps, flatten_input):
+    """-(loglikelihood + log p(y) - KL) of model.py's M2.forward with y given: L(x, y) in nats per image."""
+    z_mu, z_std = enc(torch.cat([x.flatten(1), y], 1)) if flatten_input else enc(x, y)
+    zs = z_mu + z_std * eps
+    ll = -criterion(x, head(x, dec(zs, y)))
+    return -(ll - np.log(y.shape[1]) - kl_diag_gaussian_std(z_mu, z_std))
