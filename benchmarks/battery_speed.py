@@ -18,7 +18,7 @@ import torch
 from tabulate import tabulate
 
 import repbench
-from repbench.battery import BatteryConfig, probe_table
+from repbench.measure.battery import BatteryConfig, probe_table
 from repbench.metrics import intrinsic_dim, mutual_info
 
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from repbench.registry import RepbenchError
+from repbench.errors import RepbenchError
 from repbench.testing import free_port, start_mlflow_server
 
 
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep the loopback address (cluster.py)
     from ray.cluster_utils import Cluster
-    from repbench.suite import load_suite
+    from repbench.suites.schema import load_suite
     name = load_suite(args.suite).name
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

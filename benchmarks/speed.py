@@ -22,8 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import repbench
 from repbench.config import PRESETS
-from repbench.runner import resolve_device
-from repbench.train import make_optimizer
+from repbench.runs.runner import resolve_device
+from repbench.learners.train import make_optimizer
 from repbench_models import reference
 
 LEARNERS = [("vae", {}), ("lpvae", {"h": 1}), ("lpvae", {"h": 2}), ("fpvae", {})]

@@ -51,7 +51,7 @@ def child(kind: str, args: dict) -> dict:
     import torch
     import repbench
     from repbench.malloc import tune
-    from repbench.train import make_optimizer
+    from repbench.learners.train import make_optimizer
     torch.set_num_threads(args["threads"])
     data = repbench.load_dataset("mnist5k")
     learner = repbench.create_learner("lpvae", h=2, preset=args.get("preset", "paper"), image_shape=(1, 28, 28))
@@ -76,7 +76,7 @@ def child(kind: str, args: dict) -> dict:
         return {"images_per_s": len(x) / dt, "faults_per_step": statistics.median(per_step),
                 "faults_warm_up": faults, "gflops": flops / dt / 1e9, "malloc": tune()}
     if kind == "iw":
-        from repbench.battery import likelihood_pass
+        from repbench.measure.battery import likelihood_pass
         x = data.test_x[:args["images"]]
         learner.fitted = True
         t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def warm_up(step, most: int = 4) -> list[int]:
 
 def cpu_name() -> str:
     """The CPU model and its widest vector instructions (the run records' field), e.g. 'AMD EPYC, avx2'."""
-    from repbench.records import cpu_features
+    from repbench.runs.records import cpu_features
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                  "unknown CPU")
     return f"{model}, {cpu_features()}"
@@ -157,7 +157,7 @@ def part_step(repeats: int, s: float) -> dict:
 
 
 def part_iw(repeats: int, s: float) -> dict:
-    from repbench.battery import BatteryConfig
+    from repbench.measure.battery import BatteryConfig
     default = BatteryConfig().eval_batch_size  # what a user gets now; 100 and 500 both timed to choose it
     iw = alternate({"today": dict(kind="iw", malloc="system", images=1000, k=10, eval_batch=TODAY["eval_batch"],
                                   preset="quick"),

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from repbench.config import bounded
-from repbench.torch_learner import TorchLearner
+from repbench.learners import TorchLearner
 
 from .dmol import to_unit
 from .peers import adversarial_term, critic, critic_curve

@@ -15,9 +15,8 @@ import torch
 import torch.nn as nn
 
 from repbench.config import PRESETS, bounded
-from repbench.registry import RepbenchError
-from repbench.torch_learner import TorchLearner
-from repbench.train import save_checkpoint
+from repbench.errors import RepbenchError
+from repbench.learners import TorchLearner, save_checkpoint
 
 from .dmol import to_unit
 from .vae import PRESETS as VAE_PRESETS

@@ -54,8 +54,8 @@ import torch.nn.functional as F
 
 from repbench.config import TrainConfig, bounded
 from repbench.metrics.information import kl_to_standard_normal
-from repbench.registry import RepbenchError
-from repbench.torch_learner import TorchLearner
+from repbench.errors import RepbenchError
+from repbench.learners import TorchLearner
 
 from .dmol import num_params, to_unit
 from .pixelcnn import PixelCNNHead

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from repbench.config import TrainConfig
-from repbench.registry import RepbenchError
-from repbench.torch_learner import TorchLearner
+from repbench.errors import RepbenchError
+from repbench.learners import TorchLearner
 
 
 # ------------------------------------------------------------------------------------------ the adversary

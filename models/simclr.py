@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from repbench.config import TRAIN_PRESETS, TrainConfig, bounded
-from repbench.registry import RepbenchError
+from repbench.errors import RepbenchError
 
 from .dmol import to_unit
 from .peers import ConvEncoder, ConvPeer

@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from repbench.api import REPRESENTATION_KINDS
+from repbench.learners import REPRESENTATION_KINDS
 from repbench.config import TRAIN_PRESETS, TrainConfig, bounded
 from repbench.metrics.information import kl_to_standard_normal
-from repbench.registry import RepbenchError
-from repbench.torch_learner import TorchLearner
+from repbench.errors import RepbenchError
+from repbench.learners import TorchLearner
 
 from .dmol import dmol_log_prob, dmol_noise, dmol_sample, num_params, to_unit
 from .pixelcnn import PixelCNNHead

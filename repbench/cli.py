@@ -10,7 +10,8 @@ import click
 import yaml
 
 from .config import PRESET_HELP, PRESETS
-from .registry import PluginWarning, RepbenchError
+from .registry import PluginWarning
+from .errors import RepbenchError
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 RESUME_ADVICE = {
@@ -176,8 +177,8 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
         download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
         label_counts, probe_dropout, id_threshold):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
-    from .battery import battery_for
-    from .runner import RunSpec, run as run_one
+    from .measure import battery_for
+    from .runs import RunSpec, run as run_one
     opts = parse_pairs(options, "--option")
     for key, value in (("h", h), ("epochs", epochs)):
         if value is None:
@@ -211,14 +212,14 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
              id_threshold):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache), or score
     representations made outside repbench."""
-    from .runner import evaluate_saved
+    from .runs import evaluate_saved
     if sum(map(bool, (run_ref, checkpoint, features))) != 1:
         raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
     battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts,
                                 probe_dropout, id_threshold)
     default_list = metrics == ",".join(_default_metrics())
     if features:
-        from .outside import evaluate_features
+        from .runs import evaluate_features
         if "metrics" in battery and default_list:
             battery.pop("metrics")  # the default list: every metric that applies to bare representations
         record = evaluate_features(features, name=name, dataset=dataset or "external", battery=battery,
@@ -239,8 +240,7 @@ def _default_metrics():
 def print_result(record: dict, only=None) -> None:
     """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run."""
     from tabulate import tabulate
-    from .metrics import metric_info
-    from .metrics import entry_of
+    from .metrics import metric_info, entry_of
     metrics, settings = record["metrics"], record.get("measured_with", {})
     rows = []
     for name, value in metrics.items():
@@ -270,7 +270,7 @@ def print_result(record: dict, only=None) -> None:
 def ls():
     """List learners, datasets, metrics and presets."""
     from tabulate import tabulate
-    from .api import LEARNERS
+    from .learners import LEARNERS
     from .data import DATASETS
     from .metrics import METRICS
     rows = [[n, ((cls.__doc__ or "").strip().splitlines() or [""])[0], LEARNERS.origin(n)] for n, cls in LEARNERS.items()]
@@ -311,9 +311,8 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
     finished cells are reused."""
     from tabulate import tabulate
     from .metrics import summary_metrics
-    from .runner import resolve_device
-    from .suite import load_suite, only_learners
-    from .suite_run import run_suite
+    from .runs import resolve_device
+    from .suites import load_suite, only_learners, run_suite
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
         resolve_device(device)
@@ -356,7 +355,7 @@ def ray_options(address, device, jobs, cpus, gpus, every):
     if jobs != 1:
         raise RepbenchError("with --ray the cluster runs as many cells at once as its resources hold (see "
                             "--cpus-per-cell); leave out --jobs")
-    from .cluster import RayOptions
+    from .suites import RayOptions
     return RayOptions(address, cpus, gpus, every)
 
 
@@ -393,8 +392,8 @@ def _fmt(metrics: dict, key: str) -> str:
 def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds, differences with confidence intervals)."""
     from .report import build_report, load_paper_numbers, missing_cells, records_from_mlflow, records_from_suite
-    from .suite import load_suite, suite_command
-    from .tracking import default_tracking_uri
+    from .suites import load_suite, suite_command
+    from .runs import default_tracking_uri
     compare = ()
     if suite_file and tags:
         raise RepbenchError("--tag filters runs without --suite; a suite's runs are its cells, found by their "
@@ -417,8 +416,7 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         title = experiment
     paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
     if fmt == "html":
-        from .leaderboard import write_page
-        from .report import build
+        from .report import write_page, build
         if out is None:
             raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
         page = write_page(build(records, title, paper, compare, figures_dir or Path(out) / "figures", figure),
@@ -442,8 +440,7 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
 def check(suite_file, results_dir, tracking_uri, write_baseline):
     """Compare a suite's newest results (from the run folders, or with --tracking-uri from that MLflow store
     alone) with its thresholds and baseline; exit 1 on a regression."""
-    from .check import check_suite, write_baseline as write
-    from .suite import load_suite
+    from .suites import check_suite, write_baseline as write, load_suite
     spec = load_suite(suite_file)
     if write_baseline:
         click.echo(f"baseline written to {write(spec, results_dir, tracking_uri)}")
@@ -463,13 +460,13 @@ def check(suite_file, results_dir, tracking_uri, write_baseline):
 @friendly()
 def ui(port, tracking_uri, results_dir, experiment):
     """Start the MLflow UI on the local store, on 127.0.0.1, opened on the runs list; Ctrl-C stops it."""
-    from .tracking import default_tracking_uri
+    from .runs import default_tracking_uri
     from .ui import serve
     serve(tracking_uri or default_tracking_uri(results_dir), port, echo=click.echo, experiment=experiment)
 
 
 def main():
-    from .tracking import interrupt_on_sigterm
+    from .runs import interrupt_on_sigterm
     interrupt_on_sigterm()
     cli(prog_name="repbench")
 

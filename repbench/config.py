@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
-from .registry import RepbenchError
+from .errors import RepbenchError
 
 C = TypeVar("C")
 

@@ -12,16 +12,9 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any, Generic, Iterator, TypeVar
 
+from .errors import RepbenchError
+
 T = TypeVar("T")
-
-
-class RepbenchError(Exception):
-    """A user-facing error: the CLI prints its message on one line and exits non-zero."""
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its type's name when it has none), cut to `limit` characters."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 class UnknownNameError(RepbenchError, KeyError):

@@ -23,9 +23,9 @@ from typing import Callable
 
 import torch
 
-from .api import REPRESENTATION_KINDS, Learner, ability_problems, create_learner, has_ability
+from .learners import REPRESENTATION_KINDS, Learner, ability_problems, create_learner, has_ability
 from .data import ImageData, labelled_subset, make_synthetic
-from .registry import RepbenchError
+from .errors import RepbenchError
 
 CHECKS: dict[str, Callable] = {}
 
@@ -152,7 +152,7 @@ def check_same_seed(s: Subject) -> None:
 
 @check
 def check_battery(s: Subject) -> None:
-    from .battery import battery_for, run_battery
+    from .measure import battery_for, run_battery
     from .metrics import METRICS, entry_of
     cfg = battery_for("smoke", {"probe_seeds": 1, "iw_samples": 2, "test_samples": 2, "nonlinear_epochs": 1})
     res = run_battery(s.learner, s.data, cfg, progress=False)

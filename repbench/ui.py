@@ -8,7 +8,7 @@ import subprocess
 import time
 import urllib.request
 
-from .registry import RepbenchError
+from .errors import RepbenchError
 
 
 def runs_page(base: str, experiment_id: str | None) -> str:
@@ -20,7 +20,7 @@ def runs_page(base: str, experiment_id: str | None) -> str:
 
 def prepare_store(uri: str, experiment: str) -> str | None:
     """Tag the store's repbench experiment as a model-development one (units too); return its id, if any."""
-    from .tracking import MLflowTracker, connect
+    from .runs import MLflowTracker, connect
     exp = connect(uri).get_experiment_by_name(experiment)
     if exp is None:
         return None
@@ -30,7 +30,7 @@ def prepare_store(uri: str, experiment: str) -> str | None:
 
 def serve(uri: str, port: int, echo=print, timeout_s: float = 120.0, experiment: str = "repbench") -> None:
     """Run the UI until Ctrl-C or SIGTERM; the MLflow server and its helper processes go with it."""
-    from .tracking import is_remote, unreachable
+    from .runs import is_remote, unreachable
     if is_remote(uri):  # a server has its own UI already
         problem = unreachable(uri)
         if problem:

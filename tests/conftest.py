@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repbench.data import make_synthetic
+from repbench.data.datasets import make_synthetic
 
 
 @pytest.fixture(scope="session")

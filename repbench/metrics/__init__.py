@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..registry import Registry, RepbenchError
+from ..registry import Registry
+from ..errors import RepbenchError
 
 DIRECTIONS = ("higher", "lower", "neither")
 NEEDS = ("representations", "posterior", "likelihood", "labels", "classifier")

@@ -211,7 +211,7 @@ def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[float] | None:
     the probe seed: the same subsets for every learner) and scored on the whole test set, once per probe seed.
     None when the training set is too small for n."""
     from ..data import labelled_subset
-    from ..registry import RepbenchError
+    from ..errors import RepbenchError
     train_y = inputs.data.train_y
     accs = []
     for s in range(cfg.probe_seeds):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import repbench
-from repbench.data import ImageData, make_synthetic
+from repbench.data.datasets import ImageData, make_synthetic
 from repbench.metrics import kl_to_standard_normal
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from repbench.augment import crop_flip
+from repbench.data.augment import crop_flip
 from repbench.cli import cli
-from repbench.train import evaluate
+from repbench.learners.train import evaluate
 
 from repbench.testing import tiny
 

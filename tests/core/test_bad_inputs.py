@@ -56,7 +56,7 @@ def truncated_cifar(tmp: Path, run=None) -> str:
 def swapped_checkpoint(tmp: Path, run: Path) -> str:
     """The run's checkpoint replaced by one of another learner."""
     from repbench.testing import tiny
-    from repbench.data import make_synthetic
+    from repbench.data.datasets import make_synthetic
     tiny("pca", d=4).fit(make_synthetic().train_x).save(run / "checkpoint.pt")
     return run.name
 
@@ -64,7 +64,7 @@ def swapped_checkpoint(tmp: Path, run: Path) -> str:
 def other_seed_checkpoint(tmp: Path, run: Path) -> str:
     """The run's checkpoint replaced by the same learner's with another seed (same shapes)."""
     from repbench.testing import tiny
-    from repbench.data import make_synthetic
+    from repbench.data.datasets import make_synthetic
     tiny("vae", seed=5, epochs=1).fit(make_synthetic().train_x, progress=False).save(run / "checkpoint.pt")
     return run.name
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from repbench.battery import BatteryConfig, extract, run_battery
+from repbench.measure.battery import BatteryConfig, extract, run_battery
 from repbench.metrics import REP_TYPES
 from repbench.cli import cli
-from repbench.registry import RepbenchError
+from repbench.errors import RepbenchError
 
 from repbench.testing import tiny
 

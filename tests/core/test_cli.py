@@ -79,11 +79,11 @@ def test_nan_loss_fails_the_run_cleanly(tmp_path):
 
 def test_an_unexpected_failure_fails_the_run_with_one_line_and_keeps_the_traceback(tmp_path, monkeypatch):
     """A failure inside a library (here a simulated kernel error) must not leave the run marked RUNNING."""
-    import repbench.torch_learner
+    import repbench.learners.torch_learner
 
     def kernel_error(*args, **kw):
         raise RuntimeError("INTERNAL ASSERT FAILED in a kernel\nsecond line")
-    monkeypatch.setattr(repbench.torch_learner, "train", kernel_error)
+    monkeypatch.setattr(repbench.learners.torch_learner, "train", kernel_error)
     result = invoke("run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q",
                     "--results-dir", str(tmp_path))
     assert_one_line_error(result, r"failed unexpectedly \(RuntimeError: INTERNAL ASSERT FAILED in a kernel\); "

@@ -176,7 +176,7 @@ def test_a_cell_sends_what_the_server_missed_before_its_scratch_folder_goes(serv
     """A cluster cell's folder is scratch: a record the server fell behind on is sent again before the task ends,
     and a cell whose server never takes it is FAILED, never FINISHED with the record gone."""
     import json
-    from repbench.cluster import sent_to_server
+    from repbench.suites.cluster import sent_to_server
     scratch = tmp_path / "scratch"
     out = CliRunner().invoke(cli, ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q",
                                    "--grid", "0", "--metrics", "bpd", "--iw-samples", "2", "--results-dir",

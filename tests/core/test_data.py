@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from repbench.data import FASHION_MNIST_DEBIAN, load_dataset, read_idx
-from repbench.registry import RepbenchError
+from repbench.data.datasets import FASHION_MNIST_DEBIAN, load_dataset, read_idx
+from repbench.errors import RepbenchError
 
 
 def write_idx(path, array: np.ndarray, gz=False):

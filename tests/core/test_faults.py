@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from repbench.cli import cli
-from repbench.records import new_run_folder
+from repbench.runs.records import new_run_folder
 
 SMOKE = ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q", "--grid", "0",
          "--metrics", "bpd", "--iw-samples", "2"]
@@ -159,8 +159,8 @@ def test_a_stop_held_through_a_store_write_still_tells_the_worker_the_suite_is_s
     """A --jobs worker learns from its SIGINT handler that the suite is stopping. A SIGINT that arrives while
     a store write holds it back must still reach that handler, or the worker goes on to start a queued cell
     (the suite test above then finds a third run folder)."""
-    from repbench import suite_run
-    from repbench.tracking import deferred_interrupt
+    from repbench.suites import runner as suite_run
+    from repbench.runs.tracking import deferred_interrupt
     monkeypatch.setattr(suite_run, "_stopping", False)
     monkeypatch.setattr(suite_run, "_busy", True)
     previous = signal.signal(signal.SIGINT, suite_run._stop_worker)
@@ -207,7 +207,7 @@ def test_runs_waiting_for_a_sick_server_cost_one_health_check_per_command(tmp_pa
     """Every command starts by bringing pending runs in line; with many of them and a server that is down (or
     hangs for the health check's whole timeout), it asks once, not once per run."""
     import http.server
-    from repbench.tracking import reconcile
+    from repbench.runs.tracking import reconcile
     asked = []
 
     class Sick(http.server.BaseHTTPRequestHandler):
@@ -272,7 +272,7 @@ def test_a_server_lost_mid_run_is_brought_in_line_when_it_returns(tmp_path):
 def test_tracking_picks_up_again_when_the_server_returns_mid_run(tmp_path):
     """A restart of the server costs the epochs logged while it was away, not the rest of the run (a cluster cell
     needs its later checkpoints there), and the run is still marked for a full resend at its end."""
-    from repbench.tracking import MLflowTracker
+    from repbench.runs.tracking import MLflowTracker
     from test_tracking import free_port, start_server
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -351,9 +351,9 @@ def test_a_cancelled_cluster_cell_tells_the_server_it_stopped_before_its_scratch
     """ray.cancel (Ctrl-C on the head) raises KeyboardInterrupt in a running cell. A server that misses the run's
     KILLED end at that moment is sent it again while the cell's scratch folder, the only other copy, is still
     there; else the server would show the run RUNNING for good."""
-    from repbench.cluster import run_in_scratch
-    from repbench.runner import RunSpec
-    from repbench.suite import Cell
+    from repbench.suites.cluster import run_in_scratch
+    from repbench.runs.runner import RunSpec
+    from repbench.suites.schema import Cell
     from test_tracking import free_port, start_server
     port = free_port()
     server = f"http://127.0.0.1:{port}"
@@ -447,8 +447,8 @@ def test_a_run_resumed_while_its_server_is_away_keeps_its_mlflow_run(tmp_path):
 
 @pytest.mark.parametrize("resume", ["auto ", "yes", 1, None])
 def test_run_refuses_a_resume_that_is_not_true_false_or_auto(resume, tmp_path):
-    from repbench.registry import RepbenchError
-    from repbench.runner import RunSpec, run
+    from repbench.errors import RepbenchError
+    from repbench.runs.runner import RunSpec, run
     with pytest.raises(RepbenchError, match="resume must be True, False or 'auto'"):
         run(RunSpec(learner="vae", dataset="synthetic", preset="smoke", resume=resume, results_dir=tmp_path))
     assert not (tmp_path / "runs").exists()

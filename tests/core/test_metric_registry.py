@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from repbench.battery import BatteryConfig, run_battery
-from repbench.measured import missing_metrics
+from repbench.measure.battery import BatteryConfig, run_battery
+from repbench.runs.measured import missing_metrics
 from repbench.metrics import DIRECTIONS, METRICS, battery_metrics, metric_info, summary_metrics
 
 from known import KnownCode, coded_data, cond_entropy_of
@@ -56,7 +56,7 @@ def test_directions_say_what_the_paper_means():
 
 
 def test_a_metric_that_does_not_apply_is_none_not_zero():
-    from repbench.data import make_synthetic
+    from repbench.data.datasets import make_synthetic
     from repbench.testing import tiny
     data = make_synthetic(100, 60)
     learner = tiny("pca", d=4).fit(data.train_x)
@@ -68,7 +68,7 @@ def test_a_metric_that_does_not_apply_is_none_not_zero():
 
 def test_few_label_subsets_are_balanced_disjoint_from_the_test_set_and_the_same_for_every_learner():
     import torch
-    from repbench.data import labelled_subset, load_dataset
+    from repbench.data.datasets import labelled_subset, load_dataset
     data = load_dataset("mnist5k")
     a, b = labelled_subset(data.train_y, 100, seed=1), labelled_subset(data.train_y, 100, seed=1)
     assert torch.equal(a, b) and not torch.equal(a, labelled_subset(data.train_y, 100, seed=2))

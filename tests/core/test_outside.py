@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import repbench
 from repbench.cli import cli
-from repbench.data import make_synthetic
+from repbench.data.datasets import make_synthetic
 
 FAST = ["--probe-seeds", "1", "--probe-epochs", "5", "--label-counts", "100", "-q"]
 
@@ -73,7 +73,7 @@ def test_not_an_npz_is_one_line(tmp_path):
 
 
 def test_evaluate_scores_any_encoder_and_the_run_appears_beside_learners(tmp_path):
-    from repbench.report import build_report, records_from_mlflow
+    from repbench.report.tables import build_report, records_from_mlflow
     data = make_synthetic(300, 200)
 
     def pixels(x):  # a function from uint8 images to N x d
@@ -97,9 +97,9 @@ def test_evaluate_scores_any_encoder_and_the_run_appears_beside_learners(tmp_pat
 
 
 def test_a_suite_scores_its_features_beside_its_learners(tmp_path):
-    from repbench.report import records_from_suite
-    from repbench.suite import load_suite
-    from repbench.suite_run import run_suite
+    from repbench.report.tables import records_from_suite
+    from repbench.suites.schema import load_suite
+    from repbench.suites.runner import run_suite
     ytr, yte = labels(600), labels(200)
     features(tmp_path / "oracle.npz", np.eye(10)[ytr], np.eye(10)[yte], ytr, yte)
     (tmp_path / "s.yaml").write_text("name: mixed\nlearners: [pca]\ndatasets: [synthetic]\npresets: [smoke]\n"

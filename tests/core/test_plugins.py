@@ -83,7 +83,7 @@ def test_example_plugin_installed_lists_and_runs(installed_example, tmp_path):
 
 def test_a_plugin_registered_under_another_name_than_its_class_is_refused(tmp_path, monkeypatch):
     """Such a plugin would train but could never be reloaded: its checkpoint names the class's name."""
-    from repbench.api import _check_learner_class
+    from repbench.learners.learner import _check_learner_class
     fake_distribution(tmp_path, "other-name = fake_named:Named\nlikes = fake_named:Liar\n", {
         "fake_named": "from repbench_models.vae import VAE\nclass Named(VAE):\n    name = 'named'\n"
                       "from repbench_models.baselines import PCA\nclass Liar(PCA):\n    name = 'likes'\n"

@@ -1,6 +1,7 @@
 import pytest
 
-from repbench.registry import Registry, RepbenchError, UnknownNameError
+from repbench.registry import Registry, UnknownNameError
+from repbench.errors import RepbenchError
 
 
 def test_register_get_and_glob():
@@ -41,7 +42,7 @@ def test_learner_registry_comes_from_entry_points():
 
 
 def test_first_line_of_an_error_message():
-    from repbench.registry import first_line
+    from repbench.errors import first_line
     assert first_line(ValueError("bad value\nTraceback details")) == "bad value"
     assert first_line(ValueError("")) == "ValueError"  # an empty message must not break the one-line error
     assert first_line(OSError("x" * 500), 120) == "x" * 120

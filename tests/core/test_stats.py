@@ -1,7 +1,7 @@
 """Welch's interval against known answers."""
 import pytest
 
-from repbench.stats import welch
+from repbench.report.stats import welch
 
 
 def test_welch_matches_a_hand_computed_interval():

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from repbench.check import check_suite, write_baseline
+from repbench.suites.gate import check_suite, write_baseline
 from repbench.cli import cli
-from repbench.records import this_process
-from repbench.registry import RepbenchError
-from repbench.report import build_report, records_from_mlflow, records_from_suite
-from repbench.suite import load_suite
-from repbench.suite_run import run_suite
+from repbench.runs.records import this_process
+from repbench.errors import RepbenchError
+from repbench.report.tables import build_report, records_from_mlflow, records_from_suite
+from repbench.suites.schema import load_suite
+from repbench.suites.runner import run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,7 +221,7 @@ def test_suite_continues_an_interrupted_cell_in_its_own_folder(tmp_path, left):
 
 
 def test_a_live_process_is_never_taken_for_an_orphan():
-    from repbench.records import _alive
+    from repbench.runs.records import _alive
     me = this_process()
     old_record = {"hostname": me["hostname"], "pid": me["pid"]}  # run.json of before boot ids were recorded
     assert _alive(me) and _alive(old_record) and _alive({**me, "pid_start_ticks": ""}) and _alive({})
@@ -348,8 +348,8 @@ def test_ctrl_c_in_a_suite_advises_running_the_suite_again(tmp_path):
 
 
 def test_report_compares_pairs_across_seeds_and_draws_its_figures(ran, tmp_path):
-    from repbench.report import build
-    from repbench.stats import welch
+    from repbench.report.tables import build
+    from repbench.report.stats import welch
     suite, results, _ = ran
     records = records_from_suite(suite, results)
     report = build(records, "tiny", compare=suite.compare, figures_dir=tmp_path / "figs")
@@ -396,14 +396,14 @@ def test_ray_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
 
 
 def test_spread_over_seeds_is_the_sample_std():
-    from repbench.report import stat
+    from repbench.report.tables import stat
     assert stat([1.0, 2.0, 3.0], 2).text == "2.00 ± 1.00"  # n - 1: the population std would be 0.82
     assert stat([5.0], 2).text == "5.00"
 
 
 def test_pairs_are_compared_on_the_probes_with_the_fewest_labels():
-    from repbench.report import build
-    from repbench.stats import welch
+    from repbench.report.tables import build
+    from repbench.report.stats import welch
     acc = {"vae": (60.0, 61.0, 62.0), "lpvae-h2": (64.0, 66.0, 65.0)}
     records = [{"learner": lr, "dataset": "d", "preset": "quick", "seed": s, "linear_probe": 80.0 + s,
                 "linear_probe.labels_100": acc[lr][s], "linear_probe.labels_600": 70.0 + s}

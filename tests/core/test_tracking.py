@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from repbench.battery import BatteryConfig
-from repbench.registry import RepbenchError
-from repbench.runner import RunSpec, run
+from repbench.measure.battery import BatteryConfig
+from repbench.errors import RepbenchError
+from repbench.runs.runner import RunSpec, run
 from repbench.testing import free_port, start_mlflow_server  # noqa: F401 - free_port is shared with other tests
 
 

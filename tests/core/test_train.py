@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import repbench
-from repbench.registry import RepbenchError
-from repbench.train import NonFiniteLoss, load_checkpoint
+from repbench.errors import RepbenchError
+from repbench.learners.train import NonFiniteLoss, load_checkpoint
 
 from repbench.testing import tiny
 
@@ -112,7 +112,7 @@ def _regression_loss(module, xb):
 
 def test_resume_matches_optimizer_state_by_name_when_attribute_order_changed(tmp_path):
     from repbench.config import TrainConfig
-    from repbench.train import train
+    from repbench.learners.train import train
     x = torch.randint(0, 256, (40, 4), dtype=torch.uint8)
     cfg = TrainConfig(epochs=2, batch_size=10, lr=0.05)
     start = _AB()
@@ -131,7 +131,7 @@ def test_resume_matches_optimizer_state_by_name_when_attribute_order_changed(tmp
 
 def test_optimizer_state_of_another_shape_is_a_clear_error(tmp_path):
     from repbench.config import TrainConfig
-    from repbench.train import optimizer_state_by_name, train
+    from repbench.learners.train import optimizer_state_by_name, train
     x = torch.randint(0, 256, (20, 4), dtype=torch.uint8)
     small = _AB()
     train(small, _regression_loss, x, cfg=TrainConfig(epochs=1, batch_size=10), seed=0,

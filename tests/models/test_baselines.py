@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import repbench
-from repbench.battery import BatteryConfig, run_battery
-from repbench.registry import RepbenchError
+from repbench.measure.battery import BatteryConfig, run_battery
+from repbench.errors import RepbenchError
 
 from repbench.testing import tiny
 

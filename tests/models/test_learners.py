@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import repbench
-from repbench.registry import RepbenchError
+from repbench.errors import RepbenchError
 
 from repbench.testing import tiny
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import repbench
-from repbench.data import labelled_subset, make_synthetic
-from repbench.registry import RepbenchError
+from repbench.data.datasets import labelled_subset, make_synthetic
+from repbench.errors import RepbenchError
 from repbench.testing import check_learner, tiny
 
 Normal = torch.distributions.Normal

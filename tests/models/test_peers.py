@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import repbench
 from repbench.cli import cli
-from repbench.registry import RepbenchError
+from repbench.errors import RepbenchError
 from repbench.testing import check_learner, tiny
 from repbench_models.dim import infonce_mi, jsd_mi
 from repbench_models.peers import adversarial_term, critic, critic_loss

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .registry import RepbenchError, first_line
+from ..errors import RepbenchError, first_line
 
 SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds", "metrics", "battery",
               "thresholds", "baseline", "compare", "features", "ray")
@@ -53,13 +53,13 @@ class Cell:
 
     def build(self):
         """The cell's learner, untrained (its options checked)."""
-        from .data import DATASETS
-        from .api import create_learner
+        from ..data import DATASETS
+        from ..learners import create_learner
         return create_learner(self.learner, preset=self.preset, image_shape=DATASETS.get(self.dataset).image_shape,
                               seed=self.seed, **self.options)
 
     def prefix(self) -> str:
-        from .records import run_prefix
+        from ..runs import run_prefix
         return run_prefix(self.build(), self.dataset)
 
     def __str__(self) -> str:
@@ -192,7 +192,7 @@ def _number(value, what: str, path: Path) -> float | None:
 
 
 def _known_metric(name, path: Path, where: str) -> str:
-    from .metrics import entry_of
+    from ..metrics import entry_of
     if not isinstance(name, str) or entry_of(name) is None or entry_of(name).compute is None:
         raise RepbenchError(f"{path}: {where} names metric {name!r}, which the battery does not record "
                             f"(see `repbench ls`)")
@@ -226,9 +226,9 @@ def _threshold(t, path: Path) -> Threshold:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file: every key, value, learner option and battery setting, before any work."""
-    from .battery import battery_for
-    from .config import check_preset
-    from .data import DATASETS
+    from ..measure import battery_for
+    from ..config import check_preset
+    from ..data import DATASETS
     path = Path(path)
     if not path.is_file():
         raise RepbenchError(f"suite file {path} does not exist" if not path.exists() else f"{path} is not a file")

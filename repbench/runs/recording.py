@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 
 from .records import environment, read_json, run_name, run_prefix, this_process, write_json
-from .registry import RepbenchError
-from .train import WriteError
+from ..errors import RepbenchError
+from ..learners import WriteError
 from .tracking import MLflowTracker, default_tracking_uri, send_record, sync
 
 # One line per finished epoch of a run. Silent unless a handler is attached: `repbench run` has its own bars,
@@ -31,7 +31,7 @@ class Recorder:
     @classmethod
     def open(cls, spec, learner, folder: Path, device) -> "Recorder":
         """Start (or, resuming, reopen) the records of a run that is about to train in `folder`."""
-        from .data import DATASETS
+        from ..data import DATASETS
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
         identity = {"name": run_name(learner, spec.dataset), "learner": learner.name,
                     "display_name": learner.display_name, "dataset": spec.dataset, "preset": learner.preset,
@@ -195,7 +195,7 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
                    tracking_uri: str | None, experiment: str, progress: bool, seed: int, tags: dict) -> dict:
     """Score representations made elsewhere and record them as a run (reusing one of the same source and
     settings): `<name>-<dataset>-features-s<seed>-<fingerprint of the representations>`."""
-    from .battery import run_battery
+    from ..measure import run_battery
     from .measured import merge_record, missing_metrics, units_of
     from .outside import PRESET
     from .records import check_results_dir, find_finished, new_run_folder

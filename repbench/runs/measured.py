@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .metrics import METRICS, metric_info
+from ..metrics import METRICS, metric_info
 
 
 def measured_with(record: dict) -> dict[str, dict]:
@@ -15,8 +15,8 @@ def measured_with(record: dict) -> dict[str, dict]:
     legacy = record.get("battery")
     if not legacy:
         return {}
-    from .battery import BatteryConfig
-    from .config import override
+    from ..measure import BatteryConfig
+    from ..config import override
     try:
         cfg = override(BatteryConfig(), {k: v for k, v in legacy.items() if k != "metrics"}, "battery")
         cfg = override(cfg, {"metrics": tuple(legacy.get("metrics", ()))}, "battery")

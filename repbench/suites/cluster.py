@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .registry import RepbenchError, first_line
+from ..errors import RepbenchError, first_line
 
 INSTALL = "pip install 'repbench[ray]'"
 CHECKPOINT_EVERY = {"paper": 10}  # epochs between uploads; 1 for other presets (a paper checkpoint is large)
@@ -112,7 +112,7 @@ def no_cluster_at(address: str) -> str | None:
 def check_store(uri: str | None, experiment: str) -> None:
     """The shared record must be a tracking server every node reaches: a SQLite file or a folder on the head is
     invisible to the workers. The experiment is created here, once, rather than raced by the first cells."""
-    from .tracking import MLflowTracker, connect, is_remote, unreachable
+    from ..runs import MLflowTracker, connect, is_remote, unreachable
     if not uri or not is_remote(uri):
         raise RepbenchError(f"--ray needs an MLflow tracking server as the shared record (the cluster's nodes do not "
                             f"share this disk), not {uri or 'a local store'}: start `mlflow server --host 0.0.0.0 "
@@ -150,7 +150,7 @@ def resources(ray, options: RayOptions, from_suite: dict) -> tuple[float, float]
 def wait_all(ray, refs: dict, items, done) -> None:
     pending = list(refs)
     # A scheduler's or `timeout`'s SIGTERM stops the cells as Ctrl-C does, instead of Ray's fatal-signal dump.
-    from .tracking import interrupt_on_sigterm
+    from ..runs import interrupt_on_sigterm
     interrupt_on_sigterm()
     try:
         while pending:
@@ -195,7 +195,7 @@ def run_in_scratch(cell, spec, scratch: Path) -> dict:
     """run_cell, then its record sent to the server before the scratch folder goes. A cell cancelled by Ctrl-C on
     the head (while training or while sending) sends what it has too, briefly: the head waits CANCEL_WAIT_S for
     all cells, and a server that missed the stop would show the run RUNNING for good."""
-    from .suite_run import run_cell
+    from .runner import run_cell
     try:
         return sent_to_server(run_cell(cell, spec), scratch, spec.tracking_uri)
     except KeyboardInterrupt:
@@ -210,7 +210,7 @@ def sent_to_server(outcome: dict, scratch: Path, uri: str, wait_s: float = SYNC_
     """The cell's outcome once the server holds its whole record. A run the server fell behind on (a slow or
     lost server: `mlflow_sync: pending` in its run.json) is sent again until `wait_s` runs out, since the scratch
     folder, the only other copy, goes when the task ends; then the cell failed, and says so."""
-    from .tracking import reconcile
+    from ..runs import reconcile
     deadline = time.monotonic() + wait_s
     while _pending(scratch) and time.monotonic() < deadline:
         time.sleep(min(SYNC_PAUSE_S, max(0.0, deadline - time.monotonic())))
@@ -224,7 +224,7 @@ def sent_to_server(outcome: dict, scratch: Path, uri: str, wait_s: float = SYNC_
 
 
 def _pending(scratch: Path) -> list[Path]:
-    from .records import read_json
+    from ..runs import read_json
     return [p for p in scratch.glob("runs/*/run.json") if read_json(p).get("mlflow_sync") == "pending"]
 
 
@@ -238,8 +238,7 @@ def from_server(cell, spec, node: str):
     """The spec this task runs, from what the server holds of the cell: its FINISHED run reused (the record put in
     the scratch folder, where `runner.run` finds it), else its unfinished run continued (from the last uploaded
     checkpoint, if any), else a new run."""
-    from .records import read_json, write_json
-    from .tracking import cell_runs, connect, download
+    from ..runs import read_json, write_json, cell_runs, connect, download
     try:
         key = cell.prefix()
     except RepbenchError:
@@ -265,14 +264,13 @@ def from_server(cell, spec, node: str):
     run_id = runs[0].info.run_id  # interrupted: a lost node, Ctrl-C, a failure; continued in the same run
     if not download(client, run_id, ("checkpoint.pt",), folder):
         return replace(spec, resume=False, mlflow_run_id=run_id, tags=training)
-    from .train import load_checkpoint
+    from ..learners import load_checkpoint
     epoch = load_checkpoint(folder / "checkpoint.pt").get("epoch", 0)
     return replace(spec, resume=True, mlflow_run_id=run_id, tags={**training, "resumed_from_epoch": epoch})
 
 
 def _lacks_metrics(folder: Path, spec) -> bool:
-    from .measured import missing_metrics
-    from .records import read_json
+    from ..runs import missing_metrics, read_json
     return bool(missing_metrics(read_json(folder / "metrics.json"), spec.battery))
 
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .registry import RepbenchError
+from .. import __version__
+from ..errors import RepbenchError
 
 
 def config_key(learner, dataset: str, augment: bool = True) -> str:
     """A hash of everything that determines a run's trained weights: learner, dataset, image shape, preset, seed
     and the resolved settings (`key_settings`), so options spelled differently but resolving alike share a key."""
-    from .data import DATASETS
+    from ..data import DATASETS
     blob = {"learner": learner.name, "dataset": dataset, "image_shape": list(learner.image_shape),
             "preset": learner.preset, "seed": learner.seed, "settings": learner.key_settings()}
     if getattr(learner, "model_version", 1) != 1:
@@ -189,7 +189,7 @@ def read_json(path: Path) -> dict:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write atomically; a full disk or a read-only folder is a one-line error and leaves the old file."""
-    from .train import WriteError
+    from ..learners import WriteError
     tmp = path.with_suffix(".tmp")
     try:
         tmp.write_text(json.dumps(obj, indent=2, default=str))
@@ -231,7 +231,7 @@ def environment() -> dict[str, str]:
 
 
 def malloc_mode() -> str:
-    from .malloc import tune
+    from ..malloc import tune
     return tune()
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 def draw_figures(df: pd.DataFrame, folder: Path | None, spectra_path: Path | None) -> list[tuple[str, Path]]:
     """Draw into `folder` (all figures) and/or `spectra_path` (the spectra alone); return (caption, path)."""
-    from . import plots
+    from ..measure import plots
     out = []
     spectra = mean_spectra(df)
     targets = ([spectra_path] if spectra_path else []) + ([Path(folder) / "spectra.png"] if folder else [])

@@ -12,15 +12,14 @@ from typing import Literal
 
 import torch
 
-from . import plots
-from .api import create_learner, has_ability, learner_from_params
-from .battery import BatteryConfig, run_battery
-from .data import DATASETS, ImageData, labelled_subset, load_dataset
+from ..learners import create_learner, has_ability, learner_from_params
+from ..measure import BatteryConfig, plots, run_battery
+from ..data import DATASETS, ImageData, labelled_subset, load_dataset
 from .measured import merge_record, missing_metrics, units_of
 from .records import (check_results_dir, find_finished, find_run, new_run_folder, read_json, resumable, run_name,
                       run_prefix, settle_orphans)
 from .recording import Recorder
-from .registry import RepbenchError
+from ..errors import RepbenchError
 from .tracking import default_tracking_uri, reconcile
 
 
@@ -180,8 +179,8 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
                    data_root: str | None = None, progress: bool = True, grid: int = 0) -> dict:
     """Re-run chosen metrics on a trained learner: a run of ours (results merged into its record) or any
     checkpoint (results beside it in eval-metrics.json). `battery` holds overrides of the preset's battery."""
-    from .api import load_learner
-    from .battery import battery_for
+    from ..learners import load_learner
+    from ..measure import battery_for
     from .records import write_json
     device = resolve_device(device)
     if run_ref:

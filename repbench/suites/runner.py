@@ -10,8 +10,8 @@ import queue
 import signal
 from pathlib import Path
 
-from .registry import RepbenchError
-from .suite import Cell, FeatureCell, Suite
+from ..errors import RepbenchError
+from .schema import Cell, FeatureCell, Suite
 
 
 def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: str = "auto",
@@ -31,7 +31,7 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
     session = None
     if ray is not None and specs:  # connected before the bar: a wrong address or store is one line, no work
         from .cluster import connect
-        from .tracking import default_tracking_uri
+        from ..runs import default_tracking_uri
         session = connect(ray, suite, tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment)
     bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="cell", disable=not progress, position=0)
     outcomes: list[dict | None] = [None] * len(specs)
@@ -68,7 +68,7 @@ def epoch_lines(write):
         return
     handler = logging.Handler()
     handler.emit = lambda record: write(record.getMessage())
-    from .recording import PROGRESS
+    from ..runs import PROGRESS
     _attach(handler)
     try:
         yield
@@ -77,13 +77,13 @@ def epoch_lines(write):
 
 
 def _attach(handler: logging.Handler) -> None:
-    from .recording import PROGRESS
+    from ..runs import PROGRESS
     PROGRESS.addHandler(handler)
     PROGRESS.setLevel(logging.INFO)
 
 
 def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None) -> dict:
-    from .outside import evaluate_features
+    from ..runs import evaluate_features
     try:
         record = evaluate_features(cell.file, name=cell.display, dataset=cell.dataset, battery=suite.battery,
                                    results_dir=results_dir, tracking_uri=tracking_uri, tags={"suite": suite.name})
@@ -94,8 +94,8 @@ def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking
 
 def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
                data_root: str | None):
-    from .battery import battery_for
-    from .runner import RunSpec
+    from ..measure import battery_for
+    from ..runs import RunSpec
     # reused if finished, else continued from its last epoch if interrupted (Ctrl-C, a lost machine or session)
     return RunSpec(learner=cell.learner, options=cell.options, dataset=cell.dataset, preset=cell.preset,
                    seed=cell.seed, device=device, results_dir=Path(results_dir), tracking_uri=tracking_uri,
@@ -106,8 +106,7 @@ def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device:
 def run_cell(cell: Cell, spec) -> dict:
     """One cell's outcome; a failure is recorded, never raised (Ctrl-C still stops everything). A cell whose run
     another live process is training is BUSY."""
-    from .records import RunBusy
-    from .runner import run
+    from ..runs import RunBusy, run
     try:
         record = run(spec)
         return {"cell": cell, "status": record["status"], "record": record}
@@ -159,7 +158,7 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done, write=None)
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     import torch
-    from .tracking import MLflowTracker, default_tracking_uri
+    from ..runs import MLflowTracker, default_tracking_uri
     # Create the store and experiment once, so that workers do not race to migrate a new SQLite file.
     MLflowTracker(tracking_uri or default_tracking_uri(results_dir), specs[0][1].experiment, results_dir).prepare()
     threads = max(1, torch.get_num_threads() // jobs)
@@ -191,7 +190,7 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done, write=None)
 def latest_results(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> list[tuple[Cell, dict]]:
     """The newest finished run's record for each cell of the suite (cells never run are absent): from the run
     folders under `results_dir`, or with `tracking_uri` from that store alone (a cluster's shared record)."""
-    from .records import find_finished, read_json
+    from ..runs import find_finished, read_json
     if tracking_uri is not None:
         return server_results(suite, tracking_uri)
     out = []
@@ -209,8 +208,7 @@ def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench"
     """The newest FINISHED run of each cell in a tracking store, found by its configuration key (tag
     `config_key`), with its record (metrics.json) fetched from the store: no run folder is needed."""
     import tempfile
-    from .records import read_json
-    from .tracking import cell_runs, connect, download, unreachable
+    from ..runs import read_json, cell_runs, connect, download, unreachable
     problem = unreachable(tracking_uri)
     if problem:
         raise RepbenchError(problem)

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .registry import first_line
+from ..errors import first_line
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow's defaults retry a failing HTTP call for minutes; a tracking outage should cost a run seconds.
@@ -30,7 +30,7 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
 def experiment_tags() -> dict[str, str]:
     """Tags of every repbench experiment: MLflow 3 opens a model-development experiment on its runs list (not
     its GenAI traces view), and each metric's unit and direction, from the metric registry, once per experiment."""
-    from .metrics import METRICS
+    from ..metrics import METRICS
     units = {f"repbench.unit.{name}": f"{m.unit} ({m.direction} is better)" if m.direction != "neither" else
              f"{m.unit} (no better direction)" for name, m in METRICS.in_order()}
     return {"mlflow.experimentKind": "custom_model_development", **units}

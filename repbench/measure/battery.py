@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .api import has_ability
-from .config import bounded, check_fields, override
-from .data import ImageData
-from .metrics import (LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of,
-                      kl_to_standard_normal)
-from .registry import RepbenchError
-from .train import WriteError, atomic_save
+from ..learners import has_ability
+from ..config import bounded, check_fields, override
+from ..data import ImageData
+from ..metrics import LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
+from ..errors import RepbenchError
+from ..learners import WriteError, atomic_save
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .api import Learner, has_ability
-from .data import fixed_subset
-from .config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
-from .registry import RepbenchError, first_line
+from .learner import Learner, has_ability
+from ..data import fixed_subset
+from ..config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
+from ..errors import RepbenchError, first_line
 from .train import finish_checkpoint, load_checkpoint, save_checkpoint, train
 
 

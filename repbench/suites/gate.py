@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import RepbenchError
-from .suite import Cell, Suite, suite_command
-from .suite_run import latest_results
+from ..errors import RepbenchError
+from .schema import Cell, Suite, suite_command
+from .runner import latest_results
 
 
 def grouped(suite: Suite, results_dir: Path, tracking_uri: str | None = None
@@ -103,7 +103,7 @@ def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = N
     if untrusted:
         raise RepbenchError(f"refusing to store a baseline with non-finite values ({', '.join(untrusted[:5])})")
     entries = [{"learner": k[0], "dataset": k[1], "preset": k[2], "metrics": v} for k, v in sorted(results.items())]
-    from .records import write_json
+    from ..runs import write_json
     suite.baseline_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(suite.baseline_file, {"suite": suite.name, "results": entries})
     return suite.baseline_file

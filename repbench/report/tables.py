@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import ARROWS, metric_info, summary_metrics
-from .metrics.probes import REP_TYPE_LABELS
-from .registry import RepbenchError, first_line
+from ..metrics import ARROWS, metric_info, summary_metrics
+from ..metrics.probes import REP_TYPE_LABELS
+from ..errors import RepbenchError, first_line
 
 NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
 CELL = ["learner", "dataset", "preset", "seed"]
-DEFAULT_PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "paper_numbers.yaml"
+DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "paper_numbers.yaml"
 PAPER_DATASET = {"mnist5k": "mnist"}  # our datasets that are subsets of a published one
 
 
@@ -70,7 +70,7 @@ def table_values(metrics: dict, not_applicable=()) -> dict:
 
 def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None) -> list[dict]:
     """The newest finished run of each cell: from the run folders, or with `tracking_uri` from that store alone."""
-    from .suite_run import latest_results
+    from ..suites import latest_results
     rows = []
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
@@ -89,7 +89,7 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
                         ) -> list[dict]:
     """Finished runs of an experiment matching the tags; the newest run of each cell. A client of its own, so the
     process-wide MLflow URI (and the MLFLOW_TRACKING_URI it would set) is left alone."""
-    from .tracking import connect, unreachable
+    from ..runs import connect, unreachable
     problem = unreachable(tracking_uri)
     if problem:
         raise RepbenchError(problem)
@@ -117,7 +117,7 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
 
 
 def _mlflow_row(client, r, history: bool) -> dict:
-    from .records import read_json
+    from ..runs import read_json
     t = r.data.tags
     folder = Path(t.get("run_folder", "/nonexistent"))
     record = read_json(folder / "metrics.json")

@@ -34,7 +34,7 @@ def probe_plot(probes: dict[str, dict[str, list[float]]], path: Path, title: str
                ) -> Path:
     """Probe accuracy (%) by representation type, mean and std over probe seeds, on an axis from 0 to 100 with
     the chance level marked; tick labels as in the tables."""
-    from .metrics.probes import REP_TYPE_LABELS
+    from ..metrics.probes import REP_TYPE_LABELS
     types = [t for t in REP_TYPE_LABELS if any(t in bt for bt in probes.values())]
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     width = 0.8 / len(probes)

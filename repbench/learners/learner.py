@@ -16,8 +16,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from .config import TRAIN_PRESETS, check_preset
-from .registry import Registry, RepbenchError, check_options
+from ..config import TRAIN_PRESETS, check_preset
+from ..registry import Registry, check_options
+from ..errors import RepbenchError
 
 REPRESENTATION_KINDS = ("mean", "sample", "embedding")
 FIT_OPTIONS = ("checkpoint", "resume", "on_epoch", "progress", "augment", "train_y", "labelled")

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .augment import crop_flip
-from .registry import Registry, RepbenchError
+from ..registry import Registry
+from ..errors import RepbenchError
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 

@@ -12,7 +12,7 @@ import re
 
 from tabulate import tabulate
 
-from .report import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat
+from .tables import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat
 
 FORMATS = ("markdown", "latex", "csv")
 LEGEND = (f"mean ± sample std (n − 1) over training seeds; ↑ higher is better, ↓ lower, no arrow: neither; "

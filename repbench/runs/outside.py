@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .battery import BatteryConfig, battery_for, run_battery
-from .data import ImageData, load_dataset
-from .registry import RepbenchError, first_line
+from ..measure import BatteryConfig, battery_for, run_battery
+from ..data import ImageData, load_dataset
+from ..errors import RepbenchError, first_line
 
 ARRAYS = ("train", "train_y", "test", "test_y")
 PRESET = "features"  # how these runs show in tables: not trained by repbench at any preset
@@ -53,7 +53,7 @@ def check_arrays(a: dict, where: str) -> None:
 def representation_metrics(cfg: BatteryConfig) -> BatteryConfig:
     """The battery restricted to metrics that need only representations and labels."""
     from dataclasses import replace
-    from .metrics import METRICS
+    from ..metrics import METRICS
     chosen = tuple(m for m in cfg.metrics if set(METRICS.get(m).needs) <= {"representations", "labels"})
     if not chosen:
         raise RepbenchError(f"none of the metrics {', '.join(cfg.metrics)} can score bare representations; "
@@ -96,7 +96,7 @@ def evaluate(encode, dataset: str | ImageData = "mnist5k", *, name: str | None =
     """Score any callable that maps uint8 images [N, C, H, W] to an N x d tensor or array (a torch module, a
     scikit-learn transformer's `transform` wrapped to take images, a function) on a dataset's fixed split, with
     the preset's data limits and battery; recorded as a run under `results_dir` (None: only returned)."""
-    from .config import TRAIN_PRESETS, check_preset
+    from ..config import TRAIN_PRESETS, check_preset
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     limits = TRAIN_PRESETS[check_preset(preset)]
     data = data.limit(limits.train_limit, limits.test_limit)

@@ -9,9 +9,9 @@ import html
 import json
 from pathlib import Path
 
-from .records import read_json
+from ..runs import read_json
 from .render import LEGEND
-from .report import Report, Section, Stat
+from .tables import Report, Section, Stat
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .registry import RepbenchError, first_line
+from ..config import TrainConfig
+from ..errors import RepbenchError, first_line
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
