@@ -80,7 +80,7 @@ def shared(*names):
 
 def battery_options(fn):
     """Options that choose and size the metric battery, shared by `run` and `eval`."""
-    from .metrics import LINEAR_METHODS, battery_metrics, default_metrics
+    from .metrics import KNN_DISTANCES, LINEAR_METHODS, battery_metrics, default_metrics
     opts = [
         click.option("--metrics", default=",".join(default_metrics()), show_default=True,
                      help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}."),
@@ -99,24 +99,30 @@ def battery_options(fn):
                      help="intrinsic_dim counts eigenvalues at least this fraction of the largest [0.01]."),
         click.option("--label-counts", default=None, metavar="N,N,...",
                      help="Labelled training images for label_efficiency [100,600,1000,3000]."),
+        click.option("--knn-k", type=int, default=None, help="Neighbours of the k-NN probe [20]."),
+        click.option("--knn-distance", type=click.Choice(KNN_DISTANCES), default=None,
+                     help="The k-NN probe's distance: cosine (votes exp(cos / 0.07)) [default] or euclidean "
+                          "(votes 1 / distance)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts=None,
-                      probe_dropout=None, id_threshold=None) -> dict:
-    """The battery options the user set; the rest come from the preset's battery."""
+# battery options whose names differ from the BatteryConfig field they set
+BATTERY_FIELDS = {"probe_epochs": "nonlinear_epochs", "probe_dropout": "nonlinear_dropout"}
+
+
+def battery_overrides(metrics, label_counts=None, **options) -> dict:
+    """The battery options the user set (`battery_options`); the rest come from the preset's battery."""
     counts = None
     if label_counts is not None:
         try:
             counts = tuple(int(n) for n in label_counts.split(",") if n.strip())
         except ValueError:
             raise RepbenchError(f"--label-counts expects integers like 100,1000, got '{label_counts}'") from None
-    given = {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), "probe_seeds": probe_seeds,
-             "iw_samples": iw_samples, "linear_method": linear_method, "nonlinear_epochs": probe_epochs,
-             "label_counts": counts, "nonlinear_dropout": probe_dropout, "id_threshold": id_threshold}
+    given = {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), "label_counts": counts,
+             **{BATTERY_FIELDS.get(k, k): v for k, v in options.items()}}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -174,8 +180,7 @@ def cli():
 @battery_options
 @friendly(RESUME_ADVICE["run"])
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
-        download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
-        label_counts, probe_dropout, id_threshold):
+        download, resume, no_augment, grid, quiet, metrics, **battery):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .measure import battery_for
     from .runs import RunSpec, run as run_one
@@ -189,9 +194,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     spec = RunSpec(learner=model, options=opts, dataset=dataset, preset=preset, seed=seed, device=device,
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
-                   battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
-                                                                 probe_epochs, label_counts, probe_dropout,
-                                                                 id_threshold)))
+                   battery=battery_for(preset, battery_overrides(metrics, **battery)))
     print_result(run_one(spec))
 
 
@@ -208,15 +211,13 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 @battery_options
 @friendly()
 def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri, experiment, results_dir, data_root,
-             quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts, probe_dropout,
-             id_threshold):
+             quiet, metrics, **options):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache), or score
     representations made outside repbench."""
     from .runs import evaluate_saved
     if sum(map(bool, (run_ref, checkpoint, features))) != 1:
         raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
-    battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts,
-                                probe_dropout, id_threshold)
+    battery = battery_overrides(metrics, **options)
     default_list = metrics == ",".join(_default_metrics())
     if features:
         from .runs import evaluate_features
@@ -238,10 +239,12 @@ def _default_metrics():
 
 
 def print_result(record: dict, only=None) -> None:
-    """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run."""
+    """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run. A probe
+    whose solver did not converge says so beside its number, which no table or gate takes."""
     from tabulate import tabulate
     from .metrics import metric_info, entry_of
-    metrics, settings = record["metrics"], record.get("measured_with", {})
+    from .runs import unconverged
+    metrics, settings, flagged = record["metrics"], record.get("measured_with", {}), unconverged(record)
     rows = []
     for name, value in metrics.items():
         if name.endswith("_std") or (only and getattr(entry_of(name), "name", name) not in only):
@@ -251,12 +254,17 @@ def print_result(record: dict, only=None) -> None:
         spread = std is not None and repeats > 1   # one probe seed has no spread
         shown = ("n/a" if value is None else f"{value:.2f} ± {std:.2f}" if spread   # mean and spread alike
                  else f"{value:.4g}")
+        shown = f"unconverged ({shown})" if name in flagged else shown
         unit, direction, _ = metric_info(name)
         rows.append([name, shown, unit, direction])
     click.echo(f"\n{record['name']}  ({record['status']}; folder {record['folder']})")
     click.echo(tabulate(rows, headers=["metric", "value", "unit", "better"], tablefmt="github", disable_numparse=True))
     if only and len(rows) < sum(not n.endswith("_std") for n in metrics):
         click.echo(f"(the other metrics of this run are in {Path(record['folder']) / 'metrics.json'})")
+    if flagged:
+        click.echo(f"warning: {', '.join(sorted(n for n in flagged if n in metrics and not n.endswith('_std')))}: "
+                   f"the probe's solver stopped before converging (measured_with.*.fits); these values fail "
+                   f"`repbench check` and show as unconverged in reports", err=True)
     if record.get("timings_s"):
         click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record["timings_s"].items()))
     if record.get("mlflow_run_id"):
@@ -311,7 +319,7 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
     finished cells are reused."""
     from tabulate import tabulate
     from .metrics import summary_metrics
-    from .runs import resolve_device
+    from .runs import resolve_device, unconverged
     from .suites import load_suite, only_learners, run_suite
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
@@ -325,7 +333,8 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
                          progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
     measured = {m for o in outcomes for m in (o.get("record") or {}).get("metrics", {})}
     columns = [m for m in summary_metrics() if m != "nonlinear_probe" and m in measured]
-    rows = [[str(o["cell"]), o["status"]] + [_fmt(o.get("record", {}).get("metrics", {}), k) for k in columns]
+    rows = [[str(o["cell"]), o["status"]] + [_fmt(o.get("record", {}).get("metrics", {}), k,
+                                                  unconverged(o.get("record") or {})) for k in columns]
             + [o.get("error", "")] for o in outcomes]
     click.echo(tabulate(rows, headers=["cell", "status"] + columns + ["error"], tablefmt="github",
                         disable_numparse=True))
@@ -359,12 +368,15 @@ def ray_options(address, device, jobs, cpus, gpus, every):
     return RayOptions(address, cpus, gpus, every)
 
 
-def _fmt(metrics: dict, key: str) -> str:
-    """A value for a console table: blank when not measured, n/a when it does not apply, else to the metric's
-    decimals (so a column lines up: 77.0 beside 76.5, not 77), a count as a whole number."""
+def _fmt(metrics: dict, key: str, flagged=()) -> str:
+    """A value for a console table: blank when not measured, n/a when it does not apply, unconverged when it is
+    `flagged` (its probe's solver stopped short), else to the metric's decimals (so a column lines up: 77.0
+    beside 76.5, not 77), a count as a whole number."""
     from .metrics import metric_info
     if key not in metrics:
         return "-"
+    if key in flagged:
+        return "unconverged"
     value = metrics[key]
     if value is None or isinstance(value, int):
         return "n/a" if value is None else str(value)
@@ -377,9 +389,11 @@ def _fmt(metrics: dict, key: str) -> str:
                    "run folders, or with --tracking-uri from that MLflow store alone.")
 @click.option("--experiment", default="repbench", show_default=True, help="Without --suite: MLflow experiment.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Without --suite: MLflow tag filters.")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "html"]), default="markdown",
+@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "html", "json", "csv"]), default="markdown",
               show_default=True, help="latex: table floats with captions (needs booktabs and graphicx); html: a "
-                                      "self-contained leaderboard page written to the folder --out.")
+                                      "self-contained leaderboard page written to the folder --out; json, csv: "
+                                      "one row per learner, dataset, preset and value, for programs (the JSON's "
+                                      "schema: repbench/report/results.schema.json).")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Also draw all learners' PCA spectra.")
 @click.option("--figures", "figures_dir", type=click.Path(path_type=Path), default=None,
               help="Draw every figure into this folder: spectra, probe vs mutual information, training curves.")

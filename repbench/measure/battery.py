@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..learners import has_ability
 from ..config import bounded, check_fields, override
 from ..data import ImageData
-from ..metrics import LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
+from ..metrics import KNN_DISTANCES, LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
 from ..errors import RepbenchError
 from ..learners import WriteError, atomic_save
 
@@ -35,6 +35,8 @@ class BatteryConfig:
     nonlinear_dropout: float = bounded(0.1, min=0)   # the MLP probe's dropout rate, below 1
     nonlinear_standardize: bool = True                # the MLP probe on standardized features (the paper's code: raw)
     id_threshold: float = bounded(0.01, above=0)      # intrinsic_dim counts eigenvalues >= this x the largest
+    knn_k: int = bounded(20, min=1)                   # neighbours of the k-NN probe
+    knn_distance: str = "cosine"                      # the k-NN probe's distance: cosine or euclidean
     eval_batch_size: int = bounded(500, min=1)  # images per likelihood batch; changes no value (NoiseStream)
     label_counts: tuple[int, ...] = (100, 600, 1000, 3000)  # labelled training images of `label_efficiency`
 
@@ -59,6 +61,8 @@ class BatteryConfig:
             raise RepbenchError(f"id_threshold must be a number > 0 and < 1, got {self.id_threshold!r}")
         if self.linear_method not in LINEAR_METHODS:
             raise RepbenchError(f"unknown linear_method '{self.linear_method}'; use {', '.join(LINEAR_METHODS)}")
+        if self.knn_distance not in KNN_DISTANCES:
+            raise RepbenchError(f"unknown knn_distance '{self.knn_distance}'; use {', '.join(KNN_DISTANCES)}")
 
 
 # The paper's protocol: its text first, its official code where the text is silent. A linear SVM is
@@ -250,7 +254,9 @@ def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, s
         res.spectrum = out.details.get("spectrum", res.spectrum)
         for probe, by_type in out.details.get("probes", {}).items():
             res.probes.setdefault(probe, {}).update(by_type)
-        res.measured_with[name] = metric.resolved_settings(cfg)
+        # with the settings and version, how each probe fit ended (converged, iterations): a value's own record
+        res.measured_with[name] = {**metric.resolved_settings(cfg), **({"fits": out.details["fits"]}
+                                                                       if out.details.get("fits") else {})}
         shared = sum(inputs.timings_s.values()) - shared_before  # extraction or a likelihood pass it started
         res.timings_s[name] = round(time.perf_counter() - start - shared, 3)
     res.timings_s.update({k: round(v, 3) for k, v in inputs.timings_s.items()})

@@ -3,14 +3,16 @@
 A metric module holds pure functions of tensors (`mutual_info(mean, std)`, `linear_probe(...)`, ...) and, beside
 them, the battery entry that applies them to a learner's outputs:
 
-    @register_metric("mutual_info", unit="nats", direction="neither", needs=("posterior",), digits=2,
+    @register_metric("mutual_info", unit="nats", direction="neither", needs=("posterior",), digits=2, version=1,
                      description="mean over test images of KL(q(z|x) || N(0, I))")
     def _mutual_info(inputs, cfg, generator):
         return {"mutual_info": mutual_info(inputs.reps["test"]["mean"], inputs.reps["test"]["std"])}
 
 `inputs` gives what the entry declared it needs (`inputs.reps`, `inputs.likelihood(k, generator)`, the labels in
 `inputs.data`), `cfg` is the battery's settings, `generator` the only source of randomness. The battery runs the
-chosen entries in a loop; reports, the CLI and tracking read names, units and directions from here.
+chosen entries in a loop; reports, the CLI and tracking read names, units and directions from here. `version` is
+the version of the entry's code: raise it whenever a change can move its values, so that records the old code
+measured are measured again rather than reused.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class Metric:
     default: bool = True                # run when no metric list is given
     compute: Callable[..., Any] | None = None   # (inputs, cfg, generator) -> dict or Values; None: a curve
     settings_of: Callable[[Any], dict] | None = None   # overrides reading `settings` off the config
+    version: int = 1                    # of its code; a record measured with another version is measured again
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -57,18 +60,19 @@ class Metric:
         return output in self.names or bool(self.output_pattern and re.fullmatch(self.output_pattern, output))
 
     def resolved_settings(self, cfg) -> dict:
-        """The settings that values measured now with `cfg` carry (what decides whether a record is reusable)."""
-        if self.settings_of is not None:
-            return self.settings_of(cfg)
-        return {s: getattr(cfg, s) for s in self.settings}
+        """The settings and code version that values measured now with `cfg` carry (what decides whether a
+        record is reusable)."""
+        settings = (self.settings_of(cfg) if self.settings_of is not None
+                    else {s: getattr(cfg, s) for s in self.settings})
+        return {**settings, "version": self.version}
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, *, unit: str, direction: str, description: str, **fields):
+def register_metric(name: str, *, unit: str, direction: str, description: str, version: int, **fields):
     """Register a battery metric; used as a decorator on its entry function (or with compute=None for a
-    quantity logged during training, such as `train_loss`)."""
+    quantity logged during training, such as `train_loss`). `version` is its code's (see the module's doc)."""
     if direction not in DIRECTIONS:
         raise RepbenchError(f"metric '{name}': direction must be one of {DIRECTIONS}, got '{direction}'")
     bad = set(fields.get("needs", ())) - set(NEEDS)
@@ -76,7 +80,7 @@ def register_metric(name: str, *, unit: str, direction: str, description: str, *
         raise RepbenchError(f"metric '{name}': unknown needs {sorted(bad)}; valid: {', '.join(NEEDS)}")
 
     def deco(fn):
-        METRICS.register(name, Metric(name, unit, direction, description, compute=fn, **fields))
+        METRICS.register(name, Metric(name, unit, direction, description, compute=fn, version=version, **fields))
         return fn
     return deco
 
@@ -84,7 +88,7 @@ def register_metric(name: str, *, unit: str, direction: str, description: str, *
 def register_curve(name: str, *, unit: str, direction: str, description: str, digits: int = 3) -> None:
     """A per-epoch training quantity: it has a unit and a direction, but the battery does not compute it."""
     register_metric(name, unit=unit, direction=direction, description=description, digits=digits,
-                    default=False)(None)
+                    default=False, version=1)(None)
 
 
 def battery_metrics() -> list[str]:
@@ -130,11 +134,11 @@ from .likelihood import (bits_per_dim, importance_weighted_bits_per_dim, nats_to
                          sampled_elbo_bits_per_dim)
 from .information import cond_entropy, gaussian_kl, kl_to_standard_normal, mutual_info  # noqa: E402
 from .dimension import intrinsic_dim, pca_spectrum  # noqa: E402
-from .probes import LINEAR_METHODS, REP_TYPES, linear_probe, nonlinear_probe  # noqa: E402
+from .probes import LINEAR_METHODS, KNN_DISTANCES, REP_TYPES, knn_probe, linear_probe, nonlinear_probe  # noqa: E402
 from .classifier import classifier_accuracy  # noqa: E402
 
 __all__ = ["METRICS", "Metric", "Values", "register_metric", "register_curve", "metric_info", "battery_metrics",
            "default_metrics", "summary_metrics", "entry_of", "bits_per_dim", "nats_to_bits_per_dim", "mutual_info",
            "cond_entropy", "gaussian_kl", "kl_to_standard_normal", "importance_weighted_bits_per_dim",
            "sampled_elbo_bits_per_dim", "intrinsic_dim", "pca_spectrum", "linear_probe", "nonlinear_probe",
-           "LINEAR_METHODS", "REP_TYPES", "classifier_accuracy"]
+           "knn_probe", "LINEAR_METHODS", "KNN_DISTANCES", "REP_TYPES", "classifier_accuracy"]

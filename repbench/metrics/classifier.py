@@ -13,7 +13,7 @@ def classifier_accuracy(probabilities, labels) -> float:
     return float((p.argmax(1) == np.asarray(labels)).mean() * 100.0)
 
 
-@register_metric("classifier_accuracy", unit="%", direction="higher", needs=("classifier", "labels"),
+@register_metric("classifier_accuracy", unit="%", direction="higher", needs=("classifier", "labels"), version=1,
                  description="test accuracy of the learner's own classifier (e.g. M2's q(y|x))")
 def _classifier_accuracy(inputs, cfg, generator):
     with torch.inference_mode():

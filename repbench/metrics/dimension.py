@@ -24,7 +24,7 @@ def intrinsic_dim(reps: torch.Tensor | np.ndarray, threshold: float = 0.01) -> i
 
 
 @register_metric("intrinsic_dim", unit="dimensions", direction="lower", digits=1, summary=2,
-                 settings=("id_threshold",),
+                 settings=("id_threshold",), version=1,
                  description="number of PCA eigenvalues of the test representations (posterior means) at least "
                              "id_threshold (default 1%) of the largest")
 def _intrinsic_dim(inputs, cfg, generator):

@@ -34,12 +34,13 @@ def cond_entropy(std: torch.Tensor) -> float:
 # ------------------------------------------------------------------------------------------ battery entries
 # Neither direction: the paper's point is that a smaller latent information can make a better representation.
 @register_metric("mutual_info", unit="nats", direction="neither", needs=("posterior",), digits=2, summary=1,
+                 version=1,
                  description="mean over test images of KL(q(z|x) || N(0, I)), the paper's I(X;Z) estimate")
 def _mutual_info(inputs, cfg, generator):
     return {"mutual_info": mutual_info(inputs.reps["test"]["mean"], inputs.reps["test"]["std"])}
 
 
-@register_metric("cond_entropy", unit="nats", direction="neither", needs=("posterior",), digits=2,
+@register_metric("cond_entropy", unit="nats", direction="neither", needs=("posterior",), digits=2, version=1,
                  description="mean over test images of the entropy of q(z|x)")
 def _cond_entropy(inputs, cfg, generator):
     return {"cond_entropy": cond_entropy(inputs.reps["test"]["std"])}

@@ -39,7 +39,7 @@ def _elbo_samples(cfg) -> dict:
 
 
 @register_metric("bpd", unit="bits/dim", direction="lower", needs=("likelihood",), digits=3, summary=0,
-                 settings_of=_elbo_samples,
+                 settings_of=_elbo_samples, version=1,
                  description="test-set negative ELBO with one posterior sample (averaged over draws), bits/dim")
 def _bpd(inputs, cfg, generator):
     lik = inputs.likelihood(_elbo_samples(cfg)["elbo_samples"], generator)
@@ -47,7 +47,7 @@ def _bpd(inputs, cfg, generator):
 
 
 @register_metric("bpd_iw", unit="bits/dim", direction="lower", needs=("likelihood",), digits=3,
-                 settings=("iw_samples",),
+                 settings=("iw_samples",), version=1,
                  description="importance-weighted bound on the test negative log-likelihood with k samples")
 def _bpd_iw(inputs, cfg, generator):
     if cfg.iw_samples < 2:

@@ -5,6 +5,9 @@ values, or MLP probabilities) are averaged over the k samples before the arg-max
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -12,6 +15,7 @@ import torch.nn as nn
 from . import Values, register_metric
 
 LINEAR_METHODS = ("linearsvc", "svc", "torch")
+MAX_ITER = 10_000  # of the linear probe's solver; every committed case converges far below it
 # The paper's Table 1: one posterior sample; probe scores averaged over k test-time samples (the probe trains on
 # one sample per image); the posterior mean (MAP); mean and std concatenated.
 REP_TYPES = ("sample_k1", "sample_k100", "mean", "embedding")
@@ -28,13 +32,32 @@ def _accuracy(scores: np.ndarray, y) -> float:
     return float((scores.argmax(1) == np.asarray(y)).mean() * 100.0)
 
 
+@dataclass(frozen=True)
+class Fit:
+    """One probe fit: test accuracy (%), whether its solver converged and in how many iterations (None for a
+    probe without a stopping rule: the MLP trains a fixed number of epochs)."""
+    accuracy: float
+    converged: bool | None = None
+    iterations: int | None = None
+
+
 def linear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, method: str = "linearsvc",
-                 C: float = 1.0, max_iter: int = 1000) -> float:
-    """Accuracy (%) of a linear SVM. `linearsvc`: standardized features and `LinearSVC` (the default);
-    `svc`: `SVC(kernel="linear")` on the raw features, as in the paper's code; `torch`: LinearSVC's own objective
-    (one-vs-rest squared hinge, L2, regularized bias) on standardized features, solved full-batch by L-BFGS,
-    which is much faster where liblinear crawls (hundreds of nearly separable dimensions, such as raw pixels)."""
-    import warnings
+                 C: float = 1.0, max_iter: int = MAX_ITER) -> float:
+    """Accuracy (%) of a linear SVM (see `linear_probe_fit`); warns when its solver did not converge."""
+    fit = linear_probe_fit(train_reps, train_y, test_reps, test_y, seed=seed, method=method, C=C, max_iter=max_iter)
+    if fit.converged is False:
+        warnings.warn(f"the linear probe ({method}) did not converge in {fit.iterations} iterations",
+                      RuntimeWarning, stacklevel=2)
+    return fit.accuracy
+
+
+def linear_probe_fit(train_reps, train_y, test_reps, test_y, *, seed: int = 0, method: str = "linearsvc",
+                     C: float = 1.0, max_iter: int = MAX_ITER) -> Fit:
+    """A linear SVM's accuracy (%) and convergence. `linearsvc`: standardized features and `LinearSVC` (the
+    default), solving the primal problem when samples outnumber features (the dual crawls there: on raw mnist5k
+    pixels it stopped at 1,000 iterations short of its optimum); `svc`: `SVC(kernel="linear")` on the raw
+    features, as in the paper's code (no iteration cap); `torch`: LinearSVC's own objective (one-vs-rest squared
+    hinge, L2, regularized bias) on standardized features, solved full-batch by L-BFGS."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC, LinearSVC
@@ -45,19 +68,24 @@ def linear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, metho
     if method == "linearsvc":
         scaler = StandardScaler().fit(train)
         train, test = scaler.transform(train), np.stack([scaler.transform(t) for t in test])
-        clf = LinearSVC(C=C, random_state=seed, max_iter=max_iter)
+        clf = LinearSVC(C=C, random_state=seed, max_iter=max_iter, dual=len(train) <= train.shape[1])
     elif method == "svc":
         clf = SVC(kernel="linear", C=C, random_state=seed, decision_function_shape="ovr")
     else:
         raise ValueError(f"unknown linear probe method '{method}'; use {', '.join(LINEAR_METHODS)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
         clf.fit(train, np.asarray(train_y))
+    for w in caught:  # only the convergence warning becomes the fit's record; others reach the user
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     scores = np.mean([_scores(clf, t) for t in test], axis=0)
-    return _accuracy(scores, np.searchsorted(clf.classes_, np.asarray(test_y)))
+    return Fit(_accuracy(scores, np.searchsorted(clf.classes_, np.asarray(test_y))), converged,
+               int(np.max(clf.n_iter_)))
 
 
-def _torch_svm(train, train_y, test, test_y, C: float, max_iter: int) -> float:
+def _torch_svm(train, train_y, test, test_y, C: float, max_iter: int) -> Fit:
     mu, sd = train.mean(0), train.std(0)
     sd[sd == 0] = 1.0
     add_bias = lambda a: torch.cat([torch.as_tensor((a - mu) / sd), torch.ones(*a.shape[:-1], 1, dtype=torch.float64)], -1)
@@ -75,9 +103,11 @@ def _torch_svm(train, train_y, test, test_y, C: float, max_iter: int) -> float:
         loss.backward()
         return loss
     opt.step(objective)
+    state = opt.state[w]  # L-BFGS stops at max_iter steps or max_eval (1.25 max_iter) evaluations short of a tolerance
+    converged = state["n_iter"] < max_iter and state["func_evals"] < max_iter * 5 // 4
     with torch.no_grad():
         scores = np.mean([(add_bias(t) @ w).numpy() for t in test], axis=0)
-    return _accuracy(scores, np.searchsorted(classes, np.asarray(test_y)))
+    return Fit(_accuracy(scores, np.searchsorted(classes, np.asarray(test_y))), converged, int(state["n_iter"]))
 
 
 def _scores(clf, x: np.ndarray) -> np.ndarray:
@@ -119,6 +149,45 @@ def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, ep
     return _accuracy(probs.cpu().numpy(), test_y)
 
 
+KNN_DISTANCES = ("cosine", "euclidean")
+# The cosine vote's temperature: each neighbour votes exp(similarity / 0.07), the weighted k-NN of the
+# self-supervised literature (k = 20 by default there too); a Euclidean neighbour votes 1 / (distance + 1e-5).
+KNN_TEMPERATURE = 0.07
+
+
+def knn_probe(train_reps, train_y, test_reps, test_y, *, k: int = 20, distance: str = "cosine",
+              batch_size: int = 500) -> float:
+    """Accuracy (%) of a weighted k-nearest-neighbour vote, which needs no training: the k training
+    representations nearest a test representation vote for their labels, weighted exp(cos / 0.07) with
+    `distance="cosine"` or 1 / (Euclidean distance + 1e-5) with `"euclidean"`. Test representations with
+    samples [S, N, d] average each sample's normalized votes."""
+    if distance not in KNN_DISTANCES:
+        raise ValueError(f"unknown k-NN distance '{distance}'; use {', '.join(KNN_DISTANCES)}")
+    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
+    test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
+    if distance == "cosine":
+        train, test = nn.functional.normalize(train, dim=-1), nn.functional.normalize(test, dim=-1)
+    labels = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    classes, k = int(max(labels.max(), int(np.max(test_y)))) + 1, min(k, len(train))
+    votes = torch.zeros(test.shape[1], classes, dtype=torch.float64)
+    for sample in test:
+        for i in range(0, sample.shape[0], batch_size):
+            votes[i:i + batch_size] += _knn_votes(sample[i:i + batch_size], train, labels, k, distance, classes)
+    return _accuracy(votes.numpy(), test_y)
+
+
+def _knn_votes(x, train, labels, k: int, distance: str, classes: int) -> torch.Tensor:
+    """Each row's votes per class, normalized to sum to 1."""
+    if distance == "cosine":
+        near, idx = (x @ train.T).topk(k, dim=1)
+        weight = torch.exp(near.double() / KNN_TEMPERATURE)
+    else:
+        far, idx = torch.cdist(x, train).topk(k, dim=1, largest=False)
+        weight = 1.0 / (far.double() + 1e-5)
+    votes = torch.zeros(len(x), classes, dtype=torch.float64).scatter_add_(1, labels[idx], weight)
+    return votes / votes.sum(1, keepdim=True)
+
+
 # ------------------------------------------------------------------------------------------ battery entries
 def rep_view(split: dict, rep_type: str, k: int, generator: torch.Generator) -> torch.Tensor:
     """A representation type from cached posterior means and stds: [N, d], or [k, N, d] for k test samples."""
@@ -131,15 +200,15 @@ def rep_view(split: dict, rep_type: str, k: int, generator: torch.Generator) -> 
     return samples[0] if k == 1 else samples
 
 
-def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
-    """Test accuracy (%) of `probe` on one representation type, once per probe seed (computed once per
-    battery: the plain probes and the representation types share the `mean` results)."""
-    setting = cfg.linear_method if probe == "linear_probe" else tuple(getattr(cfg, s) for s in MLP_SETTINGS)
+def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
+    """`probe`'s fit on one representation type, once per probe seed (computed once per battery: the plain
+    probes and the representation types share the `mean` results)."""
+    setting = tuple(getattr(cfg, s) for s in PROBE_SETTINGS[probe])
     key = (probe, rep_type, cfg.probe_seeds, setting, cfg.test_samples if rep_type == "sample_k100" else None)
     return inputs.memo(key, lambda: _probe_accuracies(inputs, cfg, probe, rep_type))
 
 
-def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
+def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
     accs = []
     for s in range(cfg.probe_seeds):
         g = torch.Generator().manual_seed(1000 + s)
@@ -151,54 +220,81 @@ def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
     return accs
 
 
-# The battery settings the MLP probe's values depend on.
+# The battery settings each probe's values depend on.
 MLP_SETTINGS = ("nonlinear_epochs", "nonlinear_dropout", "nonlinear_standardize")
+KNN_SETTINGS = ("knn_k", "knn_distance")
+PROBE_SETTINGS = {"linear_probe": ("linear_method",), "nonlinear_probe": MLP_SETTINGS, "knn_probe": KNN_SETTINGS}
+PROBES = tuple(PROBE_SETTINGS)
+ALL_PROBE_SETTINGS = tuple(dict.fromkeys(s for p in PROBES for s in PROBE_SETTINGS[p]))
 
 
-def run_probe(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> float:
+def run_probe(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> Fit:
     """One probe fit with the battery's settings (`epochs` overrides the MLP's)."""
     if probe == "linear_probe":
-        return linear_probe(*args, seed=seed, method=cfg.linear_method)
-    return nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
-                           standardize=cfg.nonlinear_standardize, device=device)
+        return linear_probe_fit(*args, seed=seed, method=cfg.linear_method, max_iter=MAX_ITER)
+    if probe == "knn_probe":
+        return Fit(knn_probe(*args, k=cfg.knn_k, distance=cfg.knn_distance))
+    return Fit(nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
+                               standardize=cfg.nonlinear_standardize, device=device))
 
 
-def _summarize(probe: str, by_type: dict[str, list[float]]) -> Values:
-    values = {}
-    for t, accs in by_type.items():
+def fits_record(fits: list[Fit]) -> dict:
+    """What `measured_with` keeps of one value's fits, per probe seed: whether each solver converged and in how
+    many iterations; empty for a probe without a stopping rule."""
+    if all(f.converged is None for f in fits):
+        return {}
+    return {"converged": [f.converged for f in fits], "iterations": [f.iterations for f in fits]}
+
+
+def _summarize(probe: str, by_type: dict[str, list[Fit]]) -> Values:
+    values, fits = {}, {}
+    for t, per_seed in by_type.items():
         name = probe if t == "mean" else f"{probe}.{t}"
+        accs = [f.accuracy for f in per_seed]
         values[name], values[name + "_std"] = float(np.mean(accs)), float(np.std(accs))
-    return Values(values, {"probes": {probe: by_type}})
+        if fits_record(per_seed):
+            fits[name] = fits_record(per_seed)
+    accuracies = {t: [f.accuracy for f in per_seed] for t, per_seed in by_type.items()}
+    return Values(values, {"probes": {probe: accuracies}, "fits": fits})
 
 
+# version 2: LinearSVC solves the primal problem where samples outnumber features, with 10,000 iterations
 @register_metric("linear_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=4,
-                 settings=("probe_seeds", "linear_method"), outputs=("linear_probe_std",),
+                 settings=("probe_seeds", "linear_method"), outputs=("linear_probe_std",), version=2,
                  description="test accuracy of a linear SVM trained on the training representations")
 def _linear_probe(inputs, cfg, generator):
     return _summarize("linear_probe", {"mean": probe_accuracies(inputs, cfg, "linear_probe", "mean")})
 
 
 @register_metric("nonlinear_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=3,
-                 settings=("probe_seeds",) + MLP_SETTINGS, outputs=("nonlinear_probe_std",),
+                 settings=("probe_seeds",) + MLP_SETTINGS, outputs=("nonlinear_probe_std",), version=1,
                  description="test accuracy of an MLP (d-200-classes, dropout 0.1, BatchNorm)")
 def _nonlinear_probe(inputs, cfg, generator):
     return _summarize("nonlinear_probe", {"mean": probe_accuracies(inputs, cfg, "nonlinear_probe", "mean")})
 
 
-_TYPED = tuple(f"{p}{'' if t == 'mean' else '.' + t}{std}" for p in ("linear_probe", "nonlinear_probe")
-               for t in REP_TYPES for std in ("", "_std"))
+@register_metric("knn_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=5,
+                 settings=("probe_seeds",) + KNN_SETTINGS, outputs=("knn_probe_std",), version=1,
+                 description="test accuracy of a weighted k-NN vote among the training representations (k = 20, "
+                             "cosine, votes exp(cos / 0.07)); no training")
+def _knn_probe(inputs, cfg, generator):
+    return _summarize("knn_probe", {"mean": probe_accuracies(inputs, cfg, "knn_probe", "mean")})
+
+
+_TYPED = tuple(f"{p}{'' if t == 'mean' else '.' + t}{std}" for p in PROBES for t in REP_TYPES for std in ("", "_std"))
 
 
 @register_metric("rep_types", unit="%", direction="higher", needs=("posterior", "labels"), outputs=_TYPED,
-                 settings=("probe_seeds", "test_samples", "linear_method") + MLP_SETTINGS,
-                 description="both probes on each representation type of the paper's Table 1: one posterior "
+                 settings=("probe_seeds", "test_samples") + ALL_PROBE_SETTINGS, version=2,
+                 description="the probes on each representation type of the paper's Table 1: one posterior "
                              "sample, k test-time samples, the mean, mean and std concatenated")
 def _rep_types(inputs, cfg, generator):
-    out = Values({}, {"probes": {}})
-    for probe in ("linear_probe", "nonlinear_probe"):
+    out = Values({}, {"probes": {}, "fits": {}})
+    for probe in PROBES:
         part = _summarize(probe, {t: probe_accuracies(inputs, cfg, probe, t) for t in REP_TYPES})
         out.metrics.update(part.metrics)
-        out.details["probes"].update(part.details["probes"])
+        for key in ("probes", "fits"):
+            out.details[key].update(part.details[key])
     return out
 
 
@@ -206,8 +302,8 @@ def _rep_types(inputs, cfg, generator):
 MIN_STEPS = 500  # the MLP probe on a few labels still takes this many Adam steps (a few epochs of 100 would not)
 
 
-def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[float] | None:
-    """Accuracy (%) of `probe` trained on n labelled training representations (a class-balanced subset chosen by
+def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[Fit] | None:
+    """`probe`'s fit trained on n labelled training representations (a class-balanced subset chosen by
     the probe seed: the same subsets for every learner) and scored on the whole test set, once per probe seed.
     None when the training set is too small for n."""
     from ..data import labelled_subset
@@ -226,22 +322,23 @@ def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[float] | None:
     return accs
 
 
-_LABELLED = tuple(f"{p}.labels_{n}{std}" for p in ("linear_probe", "nonlinear_probe") for n in (100, 600, 1000, 3000)
-                  for std in ("", "_std"))
+_LABELLED = tuple(f"{p}.labels_{n}{std}" for p in PROBES for n in (100, 600, 1000, 3000) for std in ("", "_std"))
 
 
 @register_metric("label_efficiency", unit="%", direction="higher", needs=("representations", "labels"),
-                 settings=("label_counts", "probe_seeds", "linear_method") + MLP_SETTINGS, outputs=_LABELLED,
-                 output_pattern=r"(non)?linear_probe\.labels_\d+(_std)?",
-                 description="both probes trained on only n labelled training representations (class-balanced "
+                 settings=("label_counts", "probe_seeds") + ALL_PROBE_SETTINGS, outputs=_LABELLED, version=2,
+                 output_pattern=r"(linear|nonlinear|knn)_probe\.labels_\d+(_std)?",
+                 description="the probes trained on only n labelled training representations (class-balanced "
                              "subsets chosen by seed, the same for every learner), scored on the whole test set")
 def _label_efficiency(inputs, cfg, generator):
-    values = {}
-    for probe in ("linear_probe", "nonlinear_probe"):
+    values, fits = {}, {}
+    for probe in PROBES:
         for n in cfg.label_counts:
-            accs = few_label_accuracies(inputs, cfg, probe, n)
+            per_seed = few_label_accuracies(inputs, cfg, probe, n)
             name = f"{probe}.labels_{n}"
-            values[name] = None if accs is None else float(np.mean(accs))
-            if accs is not None:
-                values[name + "_std"] = float(np.std(accs))
-    return values
+            values[name] = None if per_seed is None else float(np.mean([f.accuracy for f in per_seed]))
+            if per_seed is not None:
+                values[name + "_std"] = float(np.std([f.accuracy for f in per_seed]))
+                if fits_record(per_seed):
+                    fits[name] = fits_record(per_seed)
+    return Values(values, {"fits": fits})

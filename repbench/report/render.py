@@ -1,4 +1,4 @@
-"""A report as text: markdown (GitHub tables), CSV, or LaTeX ready for a paper.
+"""A report as text: markdown (GitHub tables) or LaTeX ready for a paper (JSON and CSV rows: tidy.py).
 
 LaTeX: each table is a `table` float with `\\caption`, booktabs rules, right-aligned numbers with the same
 decimals down a column, mean ± std as `$a \\pm b$`, the best value of each column in bold (by the metric's
@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from .tables import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat
 
-FORMATS = ("markdown", "latex", "csv")
+FORMATS = ("markdown", "latex")
 LEGEND = (f"mean ± sample std (n − 1) over training seeds; ↑ higher is better, ↓ lower, no arrow: neither; "
           f"{NOT_APPLICABLE}: does not apply, {NOT_MEASURED}: not measured")
 
@@ -33,22 +33,11 @@ def render(report: Report, fmt: str) -> str:
         if not s.rows:
             parts.append(s.note or "(nothing to show)")
             continue
-        parts.append(tabulate(texts(s), headers=s.columns, tablefmt="github", disable_numparse=True)
-                     if fmt == "markdown" else _csv(s))
-        if s.note and fmt == "markdown":
+        parts.append(tabulate(texts(s), headers=s.columns, tablefmt="github", disable_numparse=True))
+        if s.note:
             parts.append(f"*{s.note}*")
     parts += [f"Figure: {caption} in {path}" for caption, path in report.figures]
     return "\n\n".join(parts) + "\n"
-
-
-def _csv(section: Section) -> str:
-    import csv
-    import io
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(section.columns)
-    writer.writerows(texts(section))
-    return buffer.getvalue().rstrip("\n")
 
 
 # ------------------------------------------------------------------------------------------ LaTeX

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import ARROWS, metric_info, summary_metrics
-from ..metrics.probes import REP_TYPE_LABELS
+from ..metrics.probes import PROBES, REP_TYPE_LABELS
 from ..errors import RepbenchError, first_line
 
-NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
+NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED, UNCONVERGED = "n/a", "—", "non-finite", "unconverged"
 CELL = ["learner", "dataset", "preset", "seed"]
 DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "paper_numbers.yaml"
 PAPER_DATASET = {"mnist5k": "mnist"}  # our datasets that are subsets of a published one
@@ -54,13 +54,15 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------------ records
-def table_values(metrics: dict, not_applicable=()) -> dict:
-    """A record's values for a table: None (does not apply) becomes "n/a", NaN or an infinity "non-finite";
-    a value never measured stays absent and shows as "—"."""
+def table_values(metrics: dict, not_applicable=(), unconverged=()) -> dict:
+    """A record's values for a table: None (does not apply) becomes "n/a", NaN or an infinity "non-finite", a
+    probe whose solver did not converge "unconverged"; a value never measured stays absent and shows as "—"."""
     out = {}
     for name, value in metrics.items():
         if value is None or name in not_applicable:
             out[name] = NOT_APPLICABLE
+        elif name in unconverged:
+            out[name] = UNCONVERGED
         elif not math.isfinite(value):
             out[name] = UNTRUSTED
         else:
@@ -71,10 +73,12 @@ def table_values(metrics: dict, not_applicable=()) -> dict:
 def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None) -> list[dict]:
     """The newest finished run of each cell: from the run folders, or with `tracking_uri` from that store alone."""
     from ..suites import latest_results
+    from ..runs import unconverged
     rows = []
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
-                     **table_values(rec.get("metrics", {})), "_spectrum": rec.get("spectrum") or [],
+                     **table_values(rec.get("metrics", {}), unconverged=unconverged(rec)),
+                     "_spectrum": rec.get("spectrum") or [],
                      "_history": rec.get("history") or [], "_record": rec})
     return rows
 
@@ -117,7 +121,7 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
 
 
 def _mlflow_row(client, r, history: bool) -> dict:
-    from ..runs import read_json
+    from ..runs import read_json, unconverged
     t = r.data.tags
     folder = Path(t.get("run_folder", "/nonexistent"))
     record = read_json(folder / "metrics.json")
@@ -131,10 +135,19 @@ def _mlflow_row(client, r, history: bool) -> dict:
                 by_epoch.setdefault(m.step, {"epoch": m.step})[name] = m.value
         steps = [by_epoch[k] for k in sorted(by_epoch) if k > 0]
     not_applicable = [n for n in t.get("not_applicable", "").split(",") if n]
+    flagged = {n for n in t.get("unconverged", "").split(",") if n} | unconverged(record)
     return {"learner": t["display_name"], "dataset": t["dataset"], "preset": t["preset"], "seed": int(t["seed"]),
             "_spectrum": record.get("spectrum") or [], "_history": steps, "_start": r.info.start_time,
             "_record": {**record, "mlflow_run_id": r.info.run_id, "tags": dict(t), "params": dict(r.data.params)},
-            **table_values({**r.data.metrics, **{n: None for n in not_applicable}})}
+            **table_values({**r.data.metrics, **{n: None for n in not_applicable}}, unconverged=flagged)}
+
+
+def model_version(record: dict) -> int:
+    """The version of a run's model code: from its run.json, or its MLflow run's parameters; 1 before versions."""
+    from ..runs import read_json
+    state = read_json(Path(record["_folder"]) / "run.json") if record.get("_folder") else {}
+    version = (state.get("params") or {}).get("model_version", (record.get("params") or {}).get("model_version", 1))
+    return int(version)
 
 
 # ------------------------------------------------------------------------------------------ cells
@@ -144,8 +157,9 @@ def stat(values, digits: int) -> Stat:
     present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
     if not present:
         return Stat(NOT_MEASURED)
-    if UNTRUSTED in present:
-        return Stat(UNTRUSTED)
+    for marker in (UNTRUSTED, UNCONVERGED):  # one untrustworthy seed makes the mean untrustworthy
+        if marker in present:
+            return Stat(marker)
     numbers = np.array([v for v in present if not isinstance(v, str)], dtype=float)
     if not len(numbers):
         return Stat(NOT_APPLICABLE)
@@ -255,6 +269,22 @@ def _numbers(g: pd.DataFrame, metric: str) -> list[float]:
     return [float(v) for v in g[metric] if not isinstance(v, str) and not math.isnan(v)]
 
 
+def versions_table(df: pd.DataFrame) -> Section:
+    """Which code made the tables: each learner's model version and each metric's, as the records say (a record
+    of another version is measured again, never reused, so two versions of one name mean runs from two stores)."""
+    from ..runs.measured import measured_with
+    models: dict[str, set] = {}
+    metrics: dict[str, set] = {}
+    for learner, rec in zip(df["learner"], df["_record"]):
+        models.setdefault(learner, set()).add(model_version(rec or {}))
+        for name, settings in measured_with(rec or {}).items():
+            metrics.setdefault(name, set()).add(settings.get("version", 1))
+    show = lambda versions: ", ".join(map(str, sorted(versions)))
+    rows = [["model", name, show(v)] for name, v in models.items()] + \
+        [["metric", name, show(v)] for name, v in sorted(metrics.items())]
+    return Section("versions", "Code versions that made these tables", ["code", "name", "version"], rows, labels=3)
+
+
 def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
     """Ours beside the published number for every (dataset, learner, metric) the paper file covers; our preset
     says when ours is a small-scale run beside a full-scale number."""
@@ -280,12 +310,14 @@ def build(records: list[dict], title: str = "", paper: list[dict] | None = None,
         raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
     df = pd.DataFrame(records)
     sections = [table2(df)]
-    for probe in ("linear_probe", "nonlinear_probe"):
+    for probe in PROBES:
         if f"{probe}.sample_k1" in df:  # the representation types ran
             sections.append(table1(df, probe))
     sections += [s for s in (label_table(df), classifier_table(df, paper), compare_table(df, compare)) if s]
     if paper is not None:
         sections.append(paper_table(df, paper))
+    if "_record" in df:
+        sections.append(versions_table(df))
     report = Report(title, sections, records=records)
     from .figures import draw_figures
     report.figures = draw_figures(df, figures_dir, spectra_figure)
@@ -318,8 +350,10 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
 
 def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
                  paper: list[dict] | None = None, compare=(), figures_dir: Path | None = None) -> str:
-    """The report as text in one of the text formats (markdown, csv, latex)."""
+    """The report as text in one of the text formats: tables (markdown, latex) or tidy rows (json, csv)."""
     from .render import FORMATS, render
-    if fmt not in FORMATS:
-        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
-    return render(build(records, title, paper, compare, figures_dir, figure), fmt)
+    from .tidy import TIDY_FORMATS, render_tidy
+    if fmt not in FORMATS + TIDY_FORMATS:
+        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS + TIDY_FORMATS)}")
+    report = build(records, title, paper, compare, figures_dir, figure)
+    return render_tidy(report.records, fmt, title) if fmt in TIDY_FORMATS else render(report, fmt)

@@ -2,7 +2,7 @@
 configuration keys, folders, run.json), recording.py (folder, run.json and MLflow kept in agreement), measured.py
 (what a record holds, measured with which settings), tracking.py (MLflow), outside.py (representations made
 elsewhere)."""
-from .measured import missing_metrics
+from .measured import missing_metrics, trusted_metrics, unconverged
 from .records import RunBusy, find_finished, read_json, run_prefix, write_json
 from .tracking import (MLflowTracker, cell_runs, connect, default_tracking_uri, download, interrupt_on_sigterm,
                        is_remote, reconcile, unreachable)
@@ -10,7 +10,7 @@ from .recording import PROGRESS, Recorder
 from .runner import RunSpec, evaluate_saved, resolve_device, run
 from .outside import evaluate, evaluate_features
 
-__all__ = ["missing_metrics", "RunBusy", "find_finished", "read_json", "run_prefix", "write_json", "MLflowTracker",
+__all__ = ["missing_metrics", "trusted_metrics", "unconverged", "RunBusy", "find_finished", "read_json", "run_prefix", "write_json", "MLflowTracker",
            "cell_runs", "connect", "default_tracking_uri", "download", "interrupt_on_sigterm", "is_remote",
            "reconcile", "unreachable", "PROGRESS", "Recorder", "RunSpec", "evaluate_saved", "resolve_device", "run",
            "evaluate", "evaluate_features"]

@@ -3,15 +3,19 @@ the settings asked for now; the rest is measured again (from cached representati
 from __future__ import annotations
 
 import json
+import math
 
 from ..metrics import METRICS, metric_info
 
+DIAGNOSTICS = ("fits",)  # what measured_with says of how values ended, beside the settings that decide reuse
+
 
 def measured_with(record: dict) -> dict[str, dict]:
-    """metric -> the settings its values were measured with. Records written before settings were kept per
-    metric carry the whole battery's settings once; each metric's are derived from those."""
+    """metric -> the settings and code version its values were measured with (and how its probes' fits ended).
+    Records written before metrics had versions were measured by version 1; records written before settings
+    were kept per metric carry the whole battery's settings once, and each metric's are derived from those."""
     if "measured_with" in record:
-        return dict(record["measured_with"])
+        return {m: {"version": 1, **s} for m, s in record["measured_with"].items()}
     legacy = record.get("battery")
     if not legacy:
         return {}
@@ -23,7 +27,7 @@ def measured_with(record: dict) -> dict[str, dict]:
     except Exception:  # an unreadable old record: nothing in it counts as measured
         return {}
     values = record.get("metrics", {})
-    return {m: METRICS.get(m).resolved_settings(cfg) for m in cfg.metrics
+    return {m: {**METRICS.get(m).resolved_settings(cfg), "version": 1} for m in cfg.metrics
             if m in METRICS and (m in values or _typed(m, values))}
 
 
@@ -32,9 +36,26 @@ def _typed(metric: str, values: dict) -> bool:
 
 
 def missing_metrics(record: dict, cfg) -> list[str]:
-    """The metrics of `cfg` that `record` lacks or measured with other settings."""
-    have = measured_with(record)
+    """The metrics of `cfg` that `record` lacks or measured with other settings or another version of their code."""
+    have = {m: {k: v for k, v in s.items() if k not in DIAGNOSTICS} for m, s in measured_with(record).items()}
     return [m for m in cfg.metrics if have.get(m) != as_stored(METRICS.get(m).resolved_settings(cfg))]
+
+
+def unconverged(record: dict) -> set[str]:
+    """The value names of a record (with their spreads) whose probe's solver stopped short of converging on
+    some probe seed: numbers that must never pass a gate or fill a table cell."""
+    out = set()
+    for settings in measured_with(record).values():
+        for name, fit in (settings.get("fits") or {}).items():
+            if False in fit.get("converged", ()):
+                out |= {name, name + "_std"}
+    return out
+
+
+def trusted_metrics(record: dict) -> dict:
+    """A record's values with those that did not converge as NaN, which fails every threshold and baseline."""
+    bad = unconverged(record)
+    return {k: math.nan if k in bad and v is not None else v for k, v in record.get("metrics", {}).items()}
 
 
 def as_stored(settings: dict) -> dict:

@@ -262,10 +262,13 @@ class MLflowTracker:
 
 
 def send_record(tracker: MLflowTracker, folder: Path, record: dict, artifacts: list[Path]) -> None:
-    """A run's final record as MLflow holds it: metric values, which metrics do not apply, the settings each was
-    measured with, and the files (checkpoints linked where the store allows, metrics.json and run.json last)."""
+    """A run's final record as MLflow holds it: metric values, which metrics do not apply and which probes did not
+    converge, the settings each was measured with, and the files (checkpoints linked where the store allows,
+    metrics.json and run.json last)."""
+    from .measured import unconverged
     tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
     tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None),
+                      "unconverged": ",".join(sorted(unconverged(record))),
                       **{f"measured_with.{m}": json.dumps(s, sort_keys=True)
                          for m, s in record.get("measured_with", {}).items()}})
     for path in artifacts + [Path(folder) / "metrics.json", Path(folder) / "run.json"]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RepbenchError
+from ..runs import trusted_metrics
 from .schema import Cell, Suite, suite_command
 from .runner import latest_results
 
@@ -20,7 +21,7 @@ def grouped(suite: Suite, results_dir: Path, tracking_uri: str | None = None
     by: dict[tuple[str, str, str], list[dict]] = {}
     done = set()
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
-        by.setdefault((cell.display, cell.dataset, cell.preset), []).append(rec["metrics"])
+        by.setdefault((cell.display, cell.dataset, cell.preset), []).append(trusted_metrics(rec))  # unconverged: NaN
         done.add(str(cell))
     missing = [c for c in suite.cells if str(c) not in done]
     for key in {(c.display, c.dataset, c.preset) for c in missing}:

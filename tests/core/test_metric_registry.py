@@ -20,10 +20,11 @@ KNOWN = {
     "intrinsic_dim": ({}, {"intrinsic_dim": 9}),                        # ten balanced one-hot codes span 9 dims
     "linear_probe": ({}, {"linear_probe": 100.0, "linear_probe_std": 0.0}),
     "nonlinear_probe": ({}, {"nonlinear_probe": 100.0}),
+    "knn_probe": ({}, {"knn_probe": 100.0, "knn_probe_std": 0.0}),
     "classifier_accuracy": ({}, {"classifier_accuracy": 100.0}),
-    "label_efficiency": ({}, {f"{p}.labels_{n}": 100.0 for p in ("linear_probe", "nonlinear_probe")
+    "label_efficiency": ({}, {f"{p}.labels_{n}": 100.0 for p in ("linear_probe", "nonlinear_probe", "knn_probe")
                               for n in (100, 400)}),
-    "rep_types": ({}, {f"{p}.{t}": 100.0 for p in ("linear_probe", "nonlinear_probe")
+    "rep_types": ({}, {f"{p}.{t}": 100.0 for p in ("linear_probe", "nonlinear_probe", "knn_probe")
                        for t in ("sample_k1", "sample_k100", "embedding")}),
 }
 
@@ -40,7 +41,11 @@ def test_metric_has_unit_direction_and_a_known_answer(name):
     for value_name, expected in answers.items():
         assert res.metrics[value_name] == pytest.approx(expected, abs=1e-9), value_name
         assert metric.owns(value_name), value_name
-    assert res.measured_with[name] == metric.resolved_settings(cfg)
+    settings = {k: v for k, v in res.measured_with[name].items() if k != "fits"}
+    assert settings == metric.resolved_settings(cfg) and settings["version"] == metric.version >= 1
+    for value_name, fit in res.measured_with[name].get("fits", {}).items():  # how each linear probe's solver ended
+        assert value_name.startswith("linear_probe") and fit["converged"] == [True, True], (value_name, fit)
+        assert all(0 < n < 10_000 for n in fit["iterations"]), fit
     # the record, stored as JSON and read back, counts as measured with these settings: reuse measures nothing
     stored = json.loads(json.dumps({"metrics": res.metrics, "measured_with": res.measured_with}))
     assert missing_metrics(stored, cfg) == []
@@ -52,7 +57,7 @@ def test_directions_say_what_the_paper_means():
     assert METRICS.get("mutual_info").direction == "neither"  # less latent information can be better
     assert metric_info("linear_probe_std")[1] == "neither"    # a spread is not better or worse
     assert metric_info("linear_probe.sample_k100") == metric_info("linear_probe")
-    assert summary_metrics() == ["bpd", "mutual_info", "intrinsic_dim", "nonlinear_probe", "linear_probe"]
+    assert summary_metrics() == ["bpd", "mutual_info", "intrinsic_dim", "nonlinear_probe", "linear_probe", "knn_probe"]
 
 
 def test_a_metric_that_does_not_apply_is_none_not_zero():

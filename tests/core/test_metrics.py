@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from repbench.metrics import (METRICS, bits_per_dim, importance_weighted_bits_per_dim, nats_to_bits_per_dim, intrinsic_dim, linear_probe,
-                              nonlinear_probe, pca_spectrum, sampled_elbo_bits_per_dim)
+                              nonlinear_probe, pca_spectrum, sampled_elbo_bits_per_dim, knn_probe)
+from repbench.metrics.probes import linear_probe_fit
 
 
 def subspace_data(n=2000, k=3, d=20, noise=0.0, seed=0):
@@ -67,6 +68,71 @@ def test_linear_probe_is_reproducible():
     x, y = labelled(seed=4, separable=False)
     assert linear_probe(x[:800], y[:800], x[800:], y[800:], seed=1) == linear_probe(x[:800], y[:800], x[800:], y[800:],
                                                                                     seed=1)
+
+
+def crowded(n=900, d=100, seed=0):
+    """Samples outnumber features and no hyperplane separates the classes: liblinear's dual solver crawls here."""
+    g = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    return g.normal(size=(4, d))[y] * 0.3 + g.normal(size=(n, d)), y
+
+
+def test_the_linear_probe_converges_where_the_dual_solver_stalls_and_says_when_it_does_not():
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+    x, y = crowded()
+    with pytest.warns(Warning, match="converge"):  # the probe before: the dual problem, 1,000 iterations
+        assert LinearSVC(max_iter=1000, dual=True).fit(StandardScaler().fit_transform(x[:700]), y[:700]).n_iter_ == 1000
+    for method in ("linearsvc", "svc", "torch"):
+        fit = linear_probe_fit(x[:700], y[:700], x[700:], y[700:], method=method)
+        assert fit.converged is True and 0 < fit.iterations < 10_000, (method, fit)
+        assert fit.accuracy == linear_probe(x[:700], y[:700], x[700:], y[700:], method=method)
+    for method in ("linearsvc", "torch"):  # stopped short: said, never hidden
+        short = linear_probe_fit(x[:700], y[:700], x[700:], y[700:], method=method, max_iter=2)
+        assert short.converged is False and 0 < short.iterations <= 2, (method, short)
+        with pytest.warns(RuntimeWarning, match=f"linear probe \\({method}\\) did not converge in [12] iterations"):
+            linear_probe(x[:700], y[:700], x[700:], y[700:], method=method, max_iter=2)
+
+
+def test_knn_probe_votes_by_similarity_at_temperature_0_07():
+    # one class-0 neighbour at cosine 1 against n class-1 neighbours at cosine 0.9: class 0 wins while
+    # exp((1 - 0.9) / 0.07) = 4.17 > n, so with n = 4 it does and with n = 5 it does not
+    for n, expected in ((4, 100.0), (5, 0.0)):
+        train, labels = np.array([cone(1.0)] + [cone(0.9)] * n), np.array([0] + [1] * n)
+        assert knn_probe(train, labels, np.array([[2.0, 0.0]]), np.array([0]), k=n + 1) == expected
+    # a majority vote would call both test points class 1; the weighted vote reads both right
+    train, labels = np.array([cone(1.0), cone(0.5), cone(0.5)]), np.array([0, 1, 1])
+    assert knn_probe(train, labels, np.array([cone(1.0), cone(0.5)]), np.array([0, 1]), k=3) == 100.0
+
+
+def test_knn_probe_euclidean_weighs_by_inverse_distance_and_differs_from_cosine():
+    train, labels = np.array([[10.0, 0.0], [1.0, 0.5]]), np.array([0, 1])
+    test = np.array([[1.0, 0.0]])
+    assert knn_probe(train, labels, test, np.array([0]), k=1) == 100.0                           # same direction
+    assert knn_probe(train, labels, test, np.array([0]), k=1, distance="euclidean") == 0.0       # nearer point
+    # one class-0 neighbour at distance 0.5 (weight 2) outvotes two class-1 neighbours at distance 2 (0.5 each)
+    train, labels = np.array([[0.5, 0.0], [2.0, 0.0], [-2.0, 0.0]]), np.array([0, 1, 1])
+    assert knn_probe(train, labels, np.zeros((1, 2)), np.array([0]), k=3, distance="euclidean") == 100.0
+    with pytest.raises(ValueError, match="unknown k-NN distance 'manhattan'"):
+        knn_probe(train, labels, np.zeros((1, 2)), np.array([0]), distance="manhattan")
+
+
+def cone(cos: float) -> list[float]:
+    """A unit vector at this cosine to (1, 0)."""
+    return [cos, math.sqrt(1 - cos ** 2)]
+
+
+def test_knn_probe_averages_the_votes_of_test_samples_and_takes_20_neighbours_by_default():
+    train, labels = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])
+    samples = np.array([[[1.0, 0.1]], [[1.0, 0.2]], [[0.1, 1.0]]])   # [3 samples, 1 image, d]: 2 of 3 say class 0
+    assert knn_probe(train, labels, samples, np.array([0]), k=1) == 100.0
+    assert knn_probe(train, labels, samples[2], np.array([0]), k=1) == 0.0
+    # 10 class-0 neighbours at cosine 1, then 10 of class 1 at 0.999 (votes 0.986 each) and 100 at 0.998 (0.972):
+    # the 20 nearest favour class 0 (10 against 9.86), the 21st tips the vote to class 1 (10 against 10.83)
+    train = np.array([cone(1.0)] * 10 + [cone(0.999)] * 10 + [cone(0.998)] * 100)
+    labels = np.array([0] * 10 + [1] * 110)
+    assert knn_probe(train, labels, np.array([cone(1.0)]), np.array([0])) == 100.0
+    assert knn_probe(train, labels, np.array([cone(1.0)]), np.array([0]), k=21) == 0.0
 
 
 def test_importance_weighted_bound_never_above_the_elbo():

@@ -117,13 +117,56 @@ def test_report_tables_from_suite_and_from_mlflow(ran, tmp_path):
     paper = [{"dataset": "synthetic", "learner": "vae", "metric": "bpd", "value": 1.23, "source": "Table 9"}]
     side = build_report(records, "markdown", paper=paper)
     assert "1.23" in side and "Table 9" in side
-    table2 = build_report(records, "csv").split("\n\n")[1]
-    df = pd.read_csv(pd.io.common.StringIO(table2))
-    assert list(df["learner"]) == ["vae", "lpvae-h1"] and set(df["seeds"]) == {2}
+    df = pd.read_csv(pd.io.common.StringIO(build_report(records, "csv")))
+    bpd = df[df["metric"] == "bpd"]
+    assert list(bpd["learner"]) == ["vae", "lpvae-h1"] and set(bpd["n_seeds"]) == {2}
     from_mlflow = records_from_mlflow(f"sqlite:///{results / 'mlflow.db'}", "repbench", {"suite": "tiny"})
     assert len(from_mlflow) == 4
     rows = [line for line in build_report(from_mlflow, "markdown").splitlines() if line.startswith("| lpvae-h1")]
     assert len(rows) == 1 and "2" in rows[0].split("|")[4]  # one row, two seeds
+
+
+def test_json_and_csv_reports_are_tidy_rows_that_validate_against_the_schema_and_round_trip(ran, tmp_path):
+    import jsonschema
+    from repbench.report import read_tidy
+    from repbench.report.tidy import SCHEMA
+    suite, results, _ = ran
+    for fmt in ("json", "csv"):
+        out = CliRunner().invoke(cli, ["report", "--suite", str(suite.path), "--results-dir", str(results),
+                                       "--format", fmt, "--out", str(tmp_path / f"report.{fmt}")])
+        assert out.exit_code == 0, out.output
+    text = (tmp_path / "report.json").read_text()
+    jsonschema.validate(json.loads(text), json.loads(SCHEMA.read_text()))
+    rows = read_tidy(text)
+    assert read_tidy((tmp_path / "report.csv").read_text()) == rows == json.loads(text)["rows"]
+    keys = [(r["learner"], r["dataset"], r["preset"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))                     # one row per learner x dataset x preset x value
+    by = {(r["learner"], r["metric"]): r for r in rows}
+    runs = {}
+    for folder in (results / "runs").iterdir():
+        record = json.loads((folder / "metrics.json").read_text())
+        runs.setdefault(record["display_name"], {})[record["seed"]] = record["metrics"]
+    for learner in ("vae", "lpvae-h1"):
+        per_seed = [runs[learner][s]["bpd"] for s in (0, 1)]
+        bpd = by[(learner, "bpd")]
+        assert bpd["values"] == per_seed and bpd["seeds"] == [0, 1] and bpd["n_seeds"] == 2
+        assert bpd["mean"] == pytest.approx(sum(per_seed) / 2, abs=1e-12)
+        assert bpd["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5, abs=1e-12)
+        assert (bpd["unit"], bpd["direction"], bpd["status"]) == ("bits/dim", "lower", "ok")
+        assert (bpd["settings"], bpd["metric_version"], bpd["model_version"]) == ({"elbo_samples": 1}, 1, 2)
+        linear = by[(learner, "linear_probe.sample_k1")]
+        assert (linear["entry"], linear["metric_version"], linear["unit"], linear["direction"]) == \
+            ("rep_types", 2, "%", "higher")
+        assert linear["settings"]["test_samples"] == 5 and linear["settings"]["linear_method"] == "linearsvc"
+    assert by[("vae", "mutual_info")]["direction"] == "neither"
+    invalid = json.loads(text)
+    invalid["rows"][0]["mean"] = None  # an "ok" row without its number breaks the schema
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(invalid, json.loads(SCHEMA.read_text()))
+    md = build_report(records_from_suite(suite, results))
+    import re
+    assert "Code versions that made these tables" in md and re.search(r"\| model +\| lpvae-h1 +\| 2 +\|", md)
+    assert re.search(r"\| metric +\| rep_types +\| 2 +\|", md) and re.search(r"\| metric +\| bpd +\| 1 +\|", md)
 
 
 def test_check_passes_then_catches_regressions_and_drift(ran, tmp_path):
@@ -297,8 +340,10 @@ def test_a_reused_run_is_completed_with_what_the_suite_measures_and_tagged(tmp_p
     assert reused["status"] == "REUSED" and Path(reused["record"]["folder"]) == folder
     assert set(reused["record"]["measured_now"]) == {"mutual_info", "intrinsic_dim", "linear_probe"}
     record = json.loads((folder / "metrics.json").read_text())
-    assert record["measured_with"]["linear_probe"] == {"probe_seeds": 1, "linear_method": "linearsvc"}
-    assert record["measured_with"]["bpd"] == {"elbo_samples": 1}
+    linear = dict(record["measured_with"]["linear_probe"])
+    assert linear.pop("fits")["linear_probe"]["converged"] == [True]
+    assert linear == {"probe_seeds": 1, "linear_method": "linearsvc", "version": 2}
+    assert record["measured_with"]["bpd"] == {"elbo_samples": 1, "version": 1}
     assert all(record["metrics"][m] is not None for m in ("bpd", "mutual_info", "intrinsic_dim", "linear_probe"))
     again = run_suite(smoke, results_dir=results, progress=False)  # now nothing is missing
     assert all(o["status"] == "REUSED" and not o["record"].get("measured_now") for o in again)
@@ -426,3 +471,59 @@ def test_table6_puts_the_published_accuracy_beside_a_subset_of_its_dataset():
     table6 = next(s for s in build_report(records, "markdown", paper=paper).split("\n\n") if "| m2-h1-n100" in s
                   and "Table 6" in s)
     assert "61.0 ± 1.4" in table6 and "96.41 (Table 6)" in table6 and "50 (" not in table6
+
+
+def test_an_unconverged_probe_fails_every_gate_and_shows_as_such(tmp_path, monkeypatch, capsys):
+    """A linear probe whose solver stops short is recorded as such per value (measured_with's fits), fails
+    `check` like NaN (a threshold any number would pass included), and never fills a table cell."""
+    from mlflow.tracking import MlflowClient
+    import repbench.metrics.probes as probes
+    from repbench.cli import print_result
+    from repbench.report import tidy_rows
+    suite = load_suite(write(tmp_path, "name: short\nlearners: [pca]\ndatasets: [synthetic]\npresets: [smoke]\n"
+                                       "metrics: [linear_probe]\nthresholds: [{metric: linear_probe, min: 0}]\n"))
+    monkeypatch.setattr(probes, "MAX_ITER", 1)  # the real solver, stopped after one iteration
+    (outcome,) = run_suite(suite, results_dir=tmp_path / "r", progress=False)
+    record = outcome["record"]
+    assert record["measured_with"]["linear_probe"]["fits"] == {"linear_probe": {"converged": [False],
+                                                                                "iterations": [1]}}
+    assert 0 <= record["metrics"]["linear_probe"] <= 100   # a number was measured, and is kept, flagged
+    failures, passes = check_suite(suite, tmp_path / "r")
+    assert any(f.startswith("REGRESSION linear_probe pca") and "nan" in f for f in failures), failures
+    assert not any("linear_probe" in p for p in passes)
+    md = build_report(records_from_suite(suite, tmp_path / "r"))
+    assert "| unconverged " in md
+    (row,) = [r for r in tidy_rows(records_from_suite(suite, tmp_path / "r")) if r["metric"] == "linear_probe"]
+    assert (row["status"], row["mean"], row["values"], row["n_seeds"]) == ("unconverged", None, [None], 0)
+    tags = MlflowClient(f"sqlite:///{tmp_path / 'r' / 'mlflow.db'}").get_run(record["mlflow_run_id"]).data.tags
+    assert tags["unconverged"] == "linear_probe,linear_probe_std"
+    assert json.loads(tags["measured_with.linear_probe"])["fits"]["linear_probe"]["converged"] == [False]
+    from_mlflow = records_from_mlflow(f"sqlite:///{tmp_path / 'r' / 'mlflow.db'}", "repbench", {"suite": "short"})
+    assert from_mlflow[0]["linear_probe"] == "unconverged"
+    print_result(record)
+    printed = capsys.readouterr()
+    assert "unconverged (" in printed.out and "linear_probe: the probe's solver stopped" in printed.err
+    monkeypatch.undo()  # the same settings and version: reused as it is, still flagged
+    (again,) = run_suite(suite, results_dir=tmp_path / "r", progress=False)
+    assert again["status"] == "REUSED" and not again["record"].get("measured_now")
+
+
+def test_a_metric_whose_code_version_changed_is_measured_again_and_the_rest_reused(tmp_path):
+    """A record the previous code wrote (no versions: version 1 of every metric) keeps its intrinsic_dim, whose
+    code is unchanged, and has its linear probe (version 2: the primal solver) measured again."""
+    suite = load_suite(write(tmp_path, "name: versions\nlearners: [pca]\ndatasets: [synthetic]\npresets: [smoke]\n"
+                                       "metrics: [intrinsic_dim, linear_probe]\n"))
+    (first,) = run_suite(suite, results_dir=tmp_path / "r", progress=False)
+    path = Path(first["record"]["folder"]) / "metrics.json"
+    old = json.loads(path.read_text())
+    for settings in old["measured_with"].values():
+        del settings["version"]
+        settings.pop("fits", None)
+    old["metrics"]["linear_probe"] = -1.0   # what the old code measured: to be replaced, not served
+    path.write_text(json.dumps(old))
+    (again,) = run_suite(suite, results_dir=tmp_path / "r", progress=False)
+    assert again["status"] == "REUSED" and again["record"]["measured_now"] == ["linear_probe"]
+    now = json.loads(path.read_text())
+    assert now["metrics"]["linear_probe"] == first["record"]["metrics"]["linear_probe"] >= 0
+    assert now["measured_with"]["linear_probe"]["version"] == 2 and now["measured_with"]["intrinsic_dim"] == \
+        {"id_threshold": 0.01, "version": 1}

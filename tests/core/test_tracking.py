@@ -64,7 +64,7 @@ def test_one_copy_of_the_checkpoint_per_store_and_the_experiment_opens_on_its_ru
     p = r.data.params
     assert p["battery.probe_seeds"] == "1" and p["battery.iw_samples"] == "3" and p["battery.linear_method"] == \
         "linearsvc" and p["battery.nonlinear_epochs"] == "2" and p["battery.test_samples"] == "5"
-    assert json.loads(r.data.tags["measured_with.bpd"]) == {"elbo_samples": 3}
+    assert json.loads(r.data.tags["measured_with.bpd"]) == {"elbo_samples": 3, "version": 1}
 
 
 def test_tracking_failure_keeps_the_results(results_dir):
