@@ -205,8 +205,9 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
               help="Representations made elsewhere: an .npz with train, train_y, test, test_y (N x d floats, "
                    "integer labels), scored by the metrics that need only representations.")
 @click.option("--name", default=None, help="With --features: the name shown in tables (default: the file's stem).")
-@click.option("--dataset", "-d", default=None, help="Dataset of a --checkpoint (default mnist5k) or the name of the "
-                                                    "data --features came from (default external); a run's own.")
+@click.option("--dataset", "-d", default=None, help="Dataset of a --checkpoint (default mnist5k) or the dataset whose "
+                                                    "splits --features holds, in its order (default external: other "
+                                                    "images); a run's own.")
 @shared("device", "tracking_uri", "experiment", "results_dir", "data_root", "quiet")
 @battery_options
 @friendly()
@@ -225,7 +226,7 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
             battery.pop("metrics")  # the default list: every metric that applies to bare representations
         record = evaluate_features(features, name=name, dataset=dataset or "external", battery=battery,
                                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment,
-                                   progress=not quiet)
+                                   progress=not quiet, data_root=data_root)
     else:
         record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
                                 battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,

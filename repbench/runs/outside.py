@@ -50,6 +50,26 @@ def check_arrays(a: dict, where: str) -> None:
                             f"({np.asarray(a['train']).shape[1]} vs {np.asarray(a['test']).shape[1]})")
 
 
+def check_dataset(arrays: dict, dataset: str, where: str, data_root: str | None = None) -> None:
+    """Representations recorded as a dataset's must be of its fixed splits: the rows of the whole split or of a
+    preset's share, in their order, which their labels must match (a file of other images is `external`)."""
+    from ..config import TRAIN_PRESETS
+    if dataset == "external":
+        return
+    data = load_dataset(dataset, data_root)
+    sizes = []
+    for limits in dict.fromkeys((p.train_limit, p.test_limit) for p in TRAIN_PRESETS.values()):
+        split = data.limit(*limits)
+        if all(np.array_equal(np.asarray(arrays[f"{s}_y"]), getattr(split, f"{s}_y").numpy())
+               for s in ("train", "test")):
+            return
+        sizes.append(f"{len(split.train_y)} / {len(split.test_y)}")
+    raise RepbenchError(f"{where} does not hold {dataset}'s splits: its {len(arrays['train_y'])} / "
+                        f"{len(arrays['test_y'])} rows and labels are not those of {dataset} "
+                        f"({' or '.join(sorted(set(sizes)))} rows in the dataset's order); give those rows, or "
+                        f"--dataset external for representations of other images")
+
+
 def representation_metrics(cfg: BatteryConfig) -> BatteryConfig:
     """The battery restricted to metrics that need only representations and labels."""
     from dataclasses import replace
@@ -82,31 +102,40 @@ def score(arrays: dict, name: str, dataset: str, cfg: BatteryConfig, *, fingerpr
 
 
 def evaluate_features(path: Path, *, name: str | None = None, dataset: str = "external", battery: dict | None = None,
-                      **kw) -> dict:
-    """`repbench eval --features FILE.npz`."""
+                      data_root: str | None = None, **kw) -> dict:
+    """`repbench eval --features FILE.npz`: scored as `dataset`'s if it holds that dataset's splits, or as
+    `external` data."""
     arrays = read_features(path)
+    check_dataset(arrays, dataset, str(path), data_root)
     fingerprint = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
     return score(arrays, name or Path(path).stem, dataset, battery_for("quick", battery), fingerprint=fingerprint,
                  **kw)
 
 
-def evaluate(encode, dataset: str | ImageData = "mnist5k", *, name: str | None = None, preset: str = "quick",
+def evaluate(model, dataset: str | ImageData = "mnist5k", *, name: str | None = None, preset: str = "quick",
              battery: dict | None = None, batch_size: int = 500, results_dir: str | Path | None = "results",
              **kw) -> dict:
-    """Score any callable that maps uint8 images [N, C, H, W] to an N x d tensor or array (a torch module, a
-    scikit-learn transformer's `transform` wrapped to take images, a function) on a dataset's fixed split, with
-    the preset's data limits and battery; recorded as a run under `results_dir` (None: only returned)."""
+    """Score a model that maps uint8 images [N, C, H, W] to an N x d tensor or array on a dataset's fixed split,
+    with the preset's data limits and battery; recorded as a run under `results_dir` (None: only returned).
+    `model` is an object with `encode(images)` (the shape most representation libraries give their models; it is
+    used whenever present) or a callable (a torch module, a function, a scikit-learn transformer's `transform`
+    wrapped to take images)."""
     from ..config import TRAIN_PRESETS, check_preset
+    encode = getattr(model, "encode", None)
+    encode = encode if callable(encode) else model
+    if not callable(encode):
+        raise RepbenchError(f"evaluate takes a callable or an object with encode(images) -> array, got a "
+                            f"{type(model).__name__}")
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     limits = TRAIN_PRESETS[check_preset(preset)]
     data = data.limit(limits.train_limit, limits.test_limit)
     arrays = {"train": _encode_all(encode, data.train_x, batch_size), "train_y": data.train_y.numpy(),
               "test": _encode_all(encode, data.test_x, batch_size), "test_y": data.test_y.numpy()}
-    check_arrays(arrays, f"the output of {getattr(encode, '__name__', type(encode).__name__)}")
+    label = name or getattr(model, "__name__", type(model).__name__).lower()
+    check_arrays(arrays, f"the output of {label}")
     h = hashlib.sha256()
     for key in ("train", "test"):
         h.update(np.ascontiguousarray(arrays[key], dtype=np.float32).tobytes())
-    label = name or getattr(encode, "__name__", type(encode).__name__).lower()
     return score(arrays, label, data.name, battery_for(preset, battery), fingerprint=h.hexdigest()[:10],
                  results_dir=results_dir, **kw)
 

@@ -57,7 +57,7 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
     else:
         _run_parallel(specs, jobs, tracking_uri, results_dir, done, lines)
     bar.close()
-    return outcomes + [_score_features(suite, f, results_dir, tracking_uri) for f in suite.features]
+    return outcomes + [_score_features(suite, f, results_dir, tracking_uri, data_root) for f in suite.features]
 
 
 @contextlib.contextmanager
@@ -82,11 +82,13 @@ def _attach(handler: logging.Handler) -> None:
     PROGRESS.setLevel(logging.INFO)
 
 
-def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None) -> dict:
+def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None,
+                    data_root: str | None) -> dict:
     from ..runs import evaluate_features
     try:
         record = evaluate_features(cell.file, name=cell.display, dataset=cell.dataset, battery=suite.battery,
-                                   results_dir=results_dir, tracking_uri=tracking_uri, tags={"suite": suite.name})
+                                   results_dir=results_dir, tracking_uri=tracking_uri, tags={"suite": suite.name},
+                                   data_root=data_root)
         return {"cell": cell, "status": record["status"], "record": record}
     except RepbenchError as exc:
         return {"cell": cell, "status": "FAILED", "error": str(exc)}

@@ -100,7 +100,8 @@ def test_a_suite_scores_its_features_beside_its_learners(tmp_path):
     from repbench.report.tables import records_from_suite
     from repbench.suites.schema import load_suite
     from repbench.suites.runner import run_suite
-    ytr, yte = labels(600), labels(200)
+    data = repbench.load_dataset("synthetic")   # the file holds the synthetic splits, as it says
+    ytr, yte = data.train_y.numpy(), data.test_y.numpy()
     features(tmp_path / "oracle.npz", np.eye(10)[ytr], np.eye(10)[yte], ytr, yte)
     (tmp_path / "s.yaml").write_text("name: mixed\nlearners: [pca]\ndatasets: [synthetic]\npresets: [smoke]\n"
                                      "metrics: [intrinsic_dim, linear_probe]\nbattery: {probe_seeds: 1}\n"
@@ -111,3 +112,42 @@ def test_a_suite_scores_its_features_beside_its_learners(tmp_path):
     assert [o["status"] for o in outcomes] == ["FINISHED", "FINISHED"]
     learners = {r["learner"]: r for r in records_from_suite(suite, tmp_path / "r")}
     assert learners["oracle"]["linear_probe"] == 100.0 and "pca" in learners
+
+
+def test_a_features_file_must_hold_the_splits_of_the_dataset_it_names(tmp_path):
+    """600 / 200 rows of 3 classes are not mnist5k: refused, before any work, unless named external; mnist5k's own
+    4,000 / 1,000 labels in its order are taken, and so are the rows of a preset's share of a dataset."""
+    ytr, yte = np.arange(600) % 3, np.arange(200) % 3
+    other = features(tmp_path / "other.npz", np.eye(3)[ytr], np.eye(3)[yte], ytr, yte)
+    args = ["eval", "--features", other, "--results-dir", str(tmp_path / "r"), "--metrics", "intrinsic_dim", "-q"]
+    out = CliRunner().invoke(cli, args + ["--dataset", "mnist5k"])
+    assert out.exit_code == 2 and "does not hold mnist5k's splits: its 600 / 200 rows" in out.output, out.output
+    assert "4000 / 1000 rows" in out.output and "--dataset external" in out.output
+    assert not (tmp_path / "r" / "runs").exists() or not any((tmp_path / "r" / "runs").iterdir())
+    assert CliRunner().invoke(cli, args + ["--dataset", "external"]).exit_code == 0
+    mnist = repbench.load_dataset("mnist5k")
+    shuffled = mnist.train_y.numpy()[::-1].copy()   # the right labels in another order are other rows
+    wrong = features(tmp_path / "wrong.npz", np.ones((4000, 2)), np.ones((1000, 2)), shuffled, mnist.test_y.numpy())
+    out = CliRunner().invoke(cli, ["eval", "--features", wrong, "-d", "mnist5k", "--results-dir", str(tmp_path / "r"),
+                                   "--metrics", "intrinsic_dim", "-q"])
+    assert out.exit_code == 2 and "does not hold mnist5k's splits" in out.output
+    from repbench.runs.outside import check_dataset
+    check_dataset({"train_y": mnist.train_y.numpy(), "test_y": mnist.test_y.numpy()}, "mnist5k", "mine.npz")
+    smoke = repbench.load_dataset("synthetic").limit(300, 100)   # the smoke preset's share
+    check_dataset({"train_y": smoke.train_y.numpy(), "test_y": smoke.test_y.numpy()}, "synthetic", "mine.npz")
+
+
+def test_evaluate_takes_a_model_object_with_encode_as_well_as_a_callable(tmp_path):
+    data = make_synthetic(300, 200)
+
+    class Pixels:  # the shape most representation libraries give a model: encode(images) -> array
+        def encode(self, images):
+            return images.float().flatten(1).numpy() / 255
+
+    battery = {"metrics": ("intrinsic_dim", "linear_probe"), "probe_seeds": 1}
+    by_object = repbench.evaluate(Pixels(), data, preset="smoke", battery=battery, results_dir=tmp_path)
+    by_callable = repbench.evaluate(Pixels().encode, data, preset="smoke", battery=battery, results_dir=None)
+    assert by_object["learner"] == "pixels" and by_object["status"] == "FINISHED"
+    assert by_object["metrics"] == by_callable["metrics"] and by_object["metrics"]["linear_probe"] > 50
+    with pytest.raises(repbench.RepbenchError, match="evaluate takes a callable or an object with encode"):
+        repbench.evaluate(object(), data, preset="smoke", results_dir=None)
