@@ -80,7 +80,7 @@ def shared(*names):
 
 def battery_options(fn):
     """Options that choose and size the metric battery, shared by `run` and `eval`."""
-    from .metrics import KNN_DISTANCES, LINEAR_METHODS, battery_metrics, default_metrics
+    from .metrics import KNN_DISTANCES, LINEAR_METHODS, PROBE_PROTOCOLS, battery_metrics, default_metrics
     opts = [
         click.option("--metrics", default=",".join(default_metrics()), show_default=True,
                      help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}."),
@@ -99,6 +99,10 @@ def battery_options(fn):
                      help="intrinsic_dim counts eigenvalues at least this fraction of the largest [0.01]."),
         click.option("--label-counts", default=None, metavar="N,N,...",
                      help="Labelled training images for label_efficiency [100,600,1000,3000]."),
+        click.option("--probe-protocol", type=click.Choice(PROBE_PROTOCOLS), default=None,
+                     help="fixed: the probes' hyper-parameters as set [default]; tuned: the linear probe's C and "
+                          "the MLP's learning rate and weight decay chosen on a fifth of the training "
+                          "representations (the same rows for every learner), then refit on all of them."),
         click.option("--knn-k", type=int, default=None, help="Neighbours of the k-NN probe [20]."),
         click.option("--knn-distance", type=click.Choice(KNN_DISTANCES), default=None,
                      help="The k-NN probe's distance: cosine (votes exp(cos / 0.07)) [default] or euclidean "

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..learners import has_ability
 from ..config import bounded, check_fields, override
 from ..data import ImageData
-from ..metrics import KNN_DISTANCES, LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
+from ..metrics import KNN_DISTANCES, LINEAR_METHODS, METRICS, PROBE_PROTOCOLS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
 from ..errors import RepbenchError
 from ..learners import WriteError, atomic_save
 
@@ -37,6 +37,7 @@ class BatteryConfig:
     id_threshold: float = bounded(0.01, above=0)      # intrinsic_dim counts eigenvalues >= this x the largest
     knn_k: int = bounded(20, min=1)                   # neighbours of the k-NN probe
     knn_distance: str = "cosine"                      # the k-NN probe's distance: cosine or euclidean
+    probe_protocol: str = "fixed"                     # tuned: C, the MLP's lr and weight decay chosen on validation
     eval_batch_size: int = bounded(500, min=1)  # images per likelihood batch; changes no value (NoiseStream)
     label_counts: tuple[int, ...] = (100, 600, 1000, 3000)  # labelled training images of `label_efficiency`
 
@@ -61,6 +62,8 @@ class BatteryConfig:
             raise RepbenchError(f"id_threshold must be a number > 0 and < 1, got {self.id_threshold!r}")
         if self.linear_method not in LINEAR_METHODS:
             raise RepbenchError(f"unknown linear_method '{self.linear_method}'; use {', '.join(LINEAR_METHODS)}")
+        if self.probe_protocol not in PROBE_PROTOCOLS:
+            raise RepbenchError(f"unknown probe_protocol '{self.probe_protocol}'; use {', '.join(PROBE_PROTOCOLS)}")
         if self.knn_distance not in KNN_DISTANCES:
             raise RepbenchError(f"unknown knn_distance '{self.knn_distance}'; use {', '.join(KNN_DISTANCES)}")
 

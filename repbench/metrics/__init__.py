@@ -134,11 +134,12 @@ from .likelihood import (bits_per_dim, importance_weighted_bits_per_dim, nats_to
                          sampled_elbo_bits_per_dim)
 from .information import cond_entropy, gaussian_kl, kl_to_standard_normal, mutual_info  # noqa: E402
 from .dimension import intrinsic_dim, pca_spectrum  # noqa: E402
-from .probes import LINEAR_METHODS, KNN_DISTANCES, REP_TYPES, knn_probe, linear_probe, nonlinear_probe  # noqa: E402
+from .probes import (LINEAR_METHODS, KNN_DISTANCES, PROBE_PROTOCOLS, REP_TYPES, knn_probe, linear_probe,  # noqa: E402
+                     nonlinear_probe)
 from .classifier import classifier_accuracy  # noqa: E402
 
 __all__ = ["METRICS", "Metric", "Values", "register_metric", "register_curve", "metric_info", "battery_metrics",
            "default_metrics", "summary_metrics", "entry_of", "bits_per_dim", "nats_to_bits_per_dim", "mutual_info",
            "cond_entropy", "gaussian_kl", "kl_to_standard_normal", "importance_weighted_bits_per_dim",
            "sampled_elbo_bits_per_dim", "intrinsic_dim", "pca_spectrum", "linear_probe", "nonlinear_probe",
-           "knn_probe", "LINEAR_METHODS", "KNN_DISTANCES", "REP_TYPES", "classifier_accuracy"]
+           "knn_probe", "LINEAR_METHODS", "KNN_DISTANCES", "PROBE_PROTOCOLS", "REP_TYPES", "classifier_accuracy"]

@@ -6,7 +6,7 @@ values, or MLP probabilities) are averaged over the k samples before the arg-max
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,10 +35,12 @@ def _accuracy(scores: np.ndarray, y) -> float:
 @dataclass(frozen=True)
 class Fit:
     """One probe fit: test accuracy (%), whether its solver converged and in how many iterations (None for a
-    probe without a stopping rule: the MLP trains a fixed number of epochs)."""
+    probe without a stopping rule: the MLP trains a fixed number of epochs), and the hyper-parameters the tuned
+    protocol chose (None under the fixed one)."""
     accuracy: float
     converged: bool | None = None
     iterations: int | None = None
+    chosen: dict | None = None
 
 
 def linear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, method: str = "linearsvc",
@@ -116,7 +118,8 @@ def _scores(clf, x: np.ndarray) -> np.ndarray:
 
 
 def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, epochs: int = 20,
-                    batch_size: int = 100, lr: float = 1e-3, hidden: int = 200, dropout: float = 0.1,
+                    batch_size: int = 100, lr: float = 1e-3, weight_decay: float = 0.0, hidden: int = 200,
+                    dropout: float = 0.1,
                     standardize: bool = True, device: str | torch.device = "cpu") -> float:
     """Accuracy (%) of Linear(d, 200) -> ReLU -> Dropout(0.1) -> BatchNorm -> Linear(200, classes), Adam,
     on standardized features (`standardize=False`: the raw features, as the paper's code)."""
@@ -131,7 +134,7 @@ def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, ep
         torch.manual_seed(seed)
         net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.BatchNorm1d(hidden),
                             nn.Linear(hidden, classes)).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
         y = y.to(device)
         for _ in range(epochs):
             order = torch.randperm(len(train), generator=g).to(device)
@@ -221,29 +224,70 @@ def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
 
 
 # The battery settings each probe's values depend on.
-MLP_SETTINGS = ("nonlinear_epochs", "nonlinear_dropout", "nonlinear_standardize")
+MLP_SETTINGS = ("nonlinear_epochs", "nonlinear_dropout", "nonlinear_standardize", "probe_protocol")
 KNN_SETTINGS = ("knn_k", "knn_distance")
-PROBE_SETTINGS = {"linear_probe": ("linear_method",), "nonlinear_probe": MLP_SETTINGS, "knn_probe": KNN_SETTINGS}
+PROBE_SETTINGS = {"linear_probe": ("linear_method", "probe_protocol"), "nonlinear_probe": MLP_SETTINGS,
+                  "knn_probe": KNN_SETTINGS}
 PROBES = tuple(PROBE_SETTINGS)
 ALL_PROBE_SETTINGS = tuple(dict.fromkeys(s for p in PROBES for s in PROBE_SETTINGS[p]))
 
 
 def run_probe(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> Fit:
-    """One probe fit with the battery's settings (`epochs` overrides the MLP's)."""
+    """One probe fit with the battery's settings (`epochs` overrides the MLP's); under the tuned protocol its
+    hyper-parameters are chosen on a validation split of the training representations first."""
+    if cfg.probe_protocol == "tuned" and probe in GRIDS:
+        return tuned_fit(probe, args, seed, cfg, device, epochs)
+    return _fit(probe, args, seed, cfg, device, epochs)
+
+
+def _fit(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None, **params) -> Fit:
     if probe == "linear_probe":
-        return linear_probe_fit(*args, seed=seed, method=cfg.linear_method, max_iter=MAX_ITER)
+        return linear_probe_fit(*args, seed=seed, method=cfg.linear_method, max_iter=MAX_ITER, **params)
     if probe == "knn_probe":
         return Fit(knn_probe(*args, k=cfg.knn_k, distance=cfg.knn_distance))
     return Fit(nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
-                               standardize=cfg.nonlinear_standardize, device=device))
+                               standardize=cfg.nonlinear_standardize, device=device, **params))
+
+
+# ------------------------------------------------------------------------------------------ the tuned protocol
+PROBE_PROTOCOLS = ("fixed", "tuned")
+# The candidates of the tuned protocol: a cost grid by decades for the linear SVM, learning rate and weight
+# decay for the MLP; the fixed protocol's values (C = 1; lr 1e-3, no weight decay) are among them.
+GRIDS = {"linear_probe": [{"C": c} for c in (0.01, 0.1, 1.0, 10.0, 100.0)],
+         "nonlinear_probe": [{"lr": lr, "weight_decay": wd} for lr in (1e-4, 1e-3, 1e-2) for wd in (0.0, 1e-4)]}
+VALIDATION_SHARE = 0.2  # of each class's training representations, held out to choose among the candidates
+
+
+def validation_split(train_y, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices: a fifth of each class (at least one row of a class with two or more) chosen by
+    the probe seed alone, so every learner's probe is tuned on the same rows."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(train_y)
+    held = [rng.permutation(np.flatnonzero(y == c))[:max(int(round(VALIDATION_SHARE * (y == c).sum())), 1)]
+            for c in np.unique(y) if (y == c).sum() >= 2]
+    val = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
+    return np.setdiff1d(np.arange(len(y)), val), val
+
+
+def tuned_fit(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> Fit:
+    """The candidate with the best validation accuracy (the first on a tie), refit on all training data."""
+    train, train_y, test, test_y = args
+    fit_idx, val_idx = validation_split(train_y, seed)
+    split = (train[fit_idx], np.asarray(train_y)[fit_idx], train[val_idx], np.asarray(train_y)[val_idx])
+    scores = [_fit(probe, split, seed, cfg, device, epochs, **params).accuracy for params in GRIDS[probe]]
+    best = GRIDS[probe][int(np.argmax(scores))]
+    return replace(_fit(probe, args, seed, cfg, device, epochs, **best), chosen=best)
 
 
 def fits_record(fits: list[Fit]) -> dict:
     """What `measured_with` keeps of one value's fits, per probe seed: whether each solver converged and in how
-    many iterations; empty for a probe without a stopping rule."""
-    if all(f.converged is None for f in fits):
-        return {}
-    return {"converged": [f.converged for f in fits], "iterations": [f.iterations for f in fits]}
+    many iterations, and what the tuned protocol chose; empty for neither (the fixed MLP, k-NN)."""
+    out = {}
+    if any(f.converged is not None for f in fits):
+        out.update(converged=[f.converged for f in fits], iterations=[f.iterations for f in fits])
+    if any(f.chosen is not None for f in fits):
+        out["chosen"] = [f.chosen for f in fits]
+    return out
 
 
 def _summarize(probe: str, by_type: dict[str, list[Fit]]) -> Values:
@@ -260,7 +304,7 @@ def _summarize(probe: str, by_type: dict[str, list[Fit]]) -> Values:
 
 # version 2: LinearSVC solves the primal problem where samples outnumber features, with 10,000 iterations
 @register_metric("linear_probe", unit="%", direction="higher", needs=("representations", "labels"), summary=4,
-                 settings=("probe_seeds", "linear_method"), outputs=("linear_probe_std",), version=2,
+                 settings=("probe_seeds",) + PROBE_SETTINGS["linear_probe"], outputs=("linear_probe_std",), version=2,
                  description="test accuracy of a linear SVM trained on the training representations")
 def _linear_probe(inputs, cfg, generator):
     return _summarize("linear_probe", {"mean": probe_accuracies(inputs, cfg, "linear_probe", "mean")})

@@ -8,14 +8,16 @@ import math
 from ..metrics import METRICS, metric_info
 
 DIAGNOSTICS = ("fits",)  # what measured_with says of how values ended, beside the settings that decide reuse
+LATER_SETTINGS = {"probe_protocol": "fixed"}  # settings added since records began, as every earlier value had them
 
 
 def measured_with(record: dict) -> dict[str, dict]:
     """metric -> the settings and code version its values were measured with (and how its probes' fits ended).
-    Records written before metrics had versions were measured by version 1; records written before settings
-    were kept per metric carry the whole battery's settings once, and each metric's are derived from those."""
+    Records written before metrics had versions were measured by version 1, and before a setting existed with its
+    LATER_SETTINGS value; records written before settings were kept per metric carry the whole battery's
+    settings once, and each metric's are derived from those."""
     if "measured_with" in record:
-        return {m: {"version": 1, **s} for m, s in record["measured_with"].items()}
+        return {m: {"version": 1, **_later(m), **s} for m, s in record["measured_with"].items()}
     legacy = record.get("battery")
     if not legacy:
         return {}
@@ -29,6 +31,12 @@ def measured_with(record: dict) -> dict[str, dict]:
     values = record.get("metrics", {})
     return {m: {**METRICS.get(m).resolved_settings(cfg), "version": 1} for m in cfg.metrics
             if m in METRICS and (m in values or _typed(m, values))}
+
+
+def _later(metric: str) -> dict:
+    """The settings `metric` depends on now that records older than them do not name."""
+    settings = METRICS.get(metric).settings if metric in METRICS else ()
+    return {k: v for k, v in LATER_SETTINGS.items() if k in settings}
 
 
 def _typed(metric: str, values: dict) -> bool:

@@ -257,7 +257,8 @@ def load_suite(path: str | Path) -> Suite:
     battery = dict(_check_keys(raw.get("battery") or {}, ("probe_seeds", "iw_samples", "test_samples",
                                                           "linear_method", "nonlinear_epochs", "label_counts",
                                                           "nonlinear_dropout", "nonlinear_standardize",
-                                                          "id_threshold", "knn_k", "knn_distance"),
+                                                          "id_threshold", "knn_k", "knn_distance",
+                                                          "probe_protocol"),
                                "battery", path))
     if raw.get("metrics") is not None:
         battery["metrics"] = tuple(_list(raw, "metrics", path))

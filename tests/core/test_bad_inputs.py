@@ -69,6 +69,14 @@ def other_seed_checkpoint(tmp: Path, run: Path) -> str:
     return run.name
 
 
+def few_features(tmp: Path) -> str:
+    """20 / 10 rows of 2 classes: not the splits of any dataset."""
+    import numpy as np
+    path = tmp / "few.npz"
+    np.savez(path, train=np.ones((20, 2)), train_y=np.arange(20) % 2, test=np.ones((10, 2)), test_y=np.arange(10) % 2)
+    return str(path)
+
+
 def results_file(tmp: Path, run=None) -> str:
     (tmp / "afile").write_text("not a folder")
     return str(tmp / "afile")
@@ -123,6 +131,13 @@ CASES = [
     ("one-iw", ["run", "--iw-samples", "1"], 2, r"iw_samples must be an integer >= 2 for bpd_iw", None),
     ("zero-probe-epochs", ["run", "--probe-epochs", "0"], 2, r"nonlinear_epochs must be an integer >= 1", None),
     ("bad-linear-method", ["run", "--linear-method", "ridge"], 2, r"Invalid value for '--linear-method'", None),
+    ("bad-probe-protocol", ["run", "--probe-protocol", "grid"], 2, r"Invalid value for '--probe-protocol'", None),
+    ("zero-knn-k", ["run", "--knn-k", "0"], 2, r"knn_k must be an integer >= 1", None),
+    ("bad-knn-distance", ["run", "--knn-distance", "manhattan"], 2, r"Invalid value for '--knn-distance'", None),
+    ("suite-bad-probe-protocol", ["suite", "{x}"], 2, r"unknown probe_protocol 'grid'; use fixed, tuned",
+     lambda t, r: suite_file(t, "learners: [vae]\nbattery: {probe_protocol: grid}\n")),
+    ("features-not-the-dataset", ["eval", "--features", "{x}", "--dataset", "synthetic"], 2,
+     r"does not hold synthetic's splits: its 20 / 10 rows", lambda t, r: few_features(t)),
     ("negative-grid", ["run", "--grid", "-1"], 2, r"--grid must be >= 0", None),
     # ---- run: devices, folders, data
     ("unknown-device", ["run", "--device", "tpu"], 2, r"unknown device 'tpu'", None),

@@ -135,6 +135,48 @@ def test_knn_probe_averages_the_votes_of_test_samples_and_takes_20_neighbours_by
     assert knn_probe(train, labels, np.array([cone(1.0)]), np.array([0]), k=21) == 0.0
 
 
+def test_the_validation_split_is_a_fifth_of_each_class_fixed_by_the_seed_alone():
+    from repbench.metrics.probes import validation_split
+    y = np.repeat(np.arange(4), [50, 30, 10, 1])
+    fit, val = validation_split(y, seed=3)
+    assert sorted(np.r_[fit, val].tolist()) == list(range(len(y)))                 # disjoint, together all rows
+    assert np.bincount(y[val], minlength=4).tolist() == [10, 6, 2, 0]              # a lone row is never held out
+    again, val_again = validation_split(y.copy(), seed=3)
+    assert np.array_equal(val, val_again) and not np.array_equal(val, validation_split(y, seed=4)[1])
+
+
+def test_the_tuned_protocol_chooses_on_validation_rows_then_refits_on_all_and_records_its_choice():
+    from dataclasses import replace
+    from repbench.data.datasets import ImageData
+    from repbench.measure import BatteryConfig, run_battery
+    from repbench.metrics.probes import GRIDS, validation_split
+    x, y = crowded()
+    data = ImageData("crowded", torch.zeros(700, 1, 1, 1, dtype=torch.uint8), torch.as_tensor(y[:700]),
+                     torch.zeros(200, 1, 1, 1, dtype=torch.uint8), torch.as_tensor(y[700:]), 4)
+    reps = {"train": {"mean": torch.as_tensor(x[:700], dtype=torch.float32)},
+            "test": {"mean": torch.as_tensor(x[700:], dtype=torch.float32)}}
+    cfg = BatteryConfig(metrics=("linear_probe", "nonlinear_probe"), probe_seeds=2, nonlinear_epochs=3,
+                        probe_protocol="tuned")
+    res = run_battery(None, data, cfg, reps=reps, progress=False)
+    train, test = reps["train"]["mean"].numpy(), reps["test"]["mean"].numpy()
+    accs = []
+    for seed in (0, 1):  # the choice, recomputed by hand: the best C on the seed's validation rows
+        fit, val = validation_split(y[:700], seed)
+        scores = [linear_probe_fit(train[fit], y[fit], train[val], y[val], seed=seed, **c).accuracy
+                  for c in GRIDS["linear_probe"]]
+        best = GRIDS["linear_probe"][int(np.argmax(scores))]
+        assert res.measured_with["linear_probe"]["fits"]["linear_probe"]["chosen"][seed] == best
+        accs.append(linear_probe_fit(train, y[:700], test, y[700:], seed=seed, **best).accuracy)  # refit on all
+    assert res.metrics["linear_probe"] == pytest.approx(np.mean(accs), abs=1e-12)
+    assert res.measured_with["linear_probe"]["probe_protocol"] == "tuned"
+    mlp = res.measured_with["nonlinear_probe"]
+    assert mlp["probe_protocol"] == "tuned" and [set(c) for c in mlp["fits"]["nonlinear_probe"]["chosen"]] == \
+        [{"lr", "weight_decay"}] * 2
+    fixed = run_battery(None, data, replace(cfg, probe_protocol="fixed"), reps=reps, progress=False)
+    assert fixed.measured_with["linear_probe"]["probe_protocol"] == "fixed"
+    assert "chosen" not in fixed.measured_with["linear_probe"]["fits"]["linear_probe"]
+
+
 def test_importance_weighted_bound_never_above_the_elbo():
     g = torch.Generator().manual_seed(0)
     for k in (1, 2, 10, 100):

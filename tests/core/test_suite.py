@@ -342,7 +342,7 @@ def test_a_reused_run_is_completed_with_what_the_suite_measures_and_tagged(tmp_p
     record = json.loads((folder / "metrics.json").read_text())
     linear = dict(record["measured_with"]["linear_probe"])
     assert linear.pop("fits")["linear_probe"]["converged"] == [True]
-    assert linear == {"probe_seeds": 1, "linear_method": "linearsvc", "version": 2}
+    assert linear == {"probe_seeds": 1, "linear_method": "linearsvc", "probe_protocol": "fixed", "version": 2}
     assert record["measured_with"]["bpd"] == {"elbo_samples": 1, "version": 1}
     assert all(record["metrics"][m] is not None for m in ("bpd", "mutual_info", "intrinsic_dim", "linear_probe"))
     again = run_suite(smoke, results_dir=results, progress=False)  # now nothing is missing
@@ -509,16 +509,18 @@ def test_an_unconverged_probe_fails_every_gate_and_shows_as_such(tmp_path, monke
 
 
 def test_a_metric_whose_code_version_changed_is_measured_again_and_the_rest_reused(tmp_path):
-    """A record the previous code wrote (no versions: version 1 of every metric) keeps its intrinsic_dim, whose
-    code is unchanged, and has its linear probe (version 2: the primal solver) measured again."""
+    """A record the previous code wrote (no versions: version 1 of every metric; no probe protocol: the fixed
+    one) keeps its intrinsic_dim and MLP probe, whose code is unchanged, and has its linear probe (version 2: the
+    primal solver) measured again."""
     suite = load_suite(write(tmp_path, "name: versions\nlearners: [pca]\ndatasets: [synthetic]\npresets: [smoke]\n"
-                                       "metrics: [intrinsic_dim, linear_probe]\n"))
+                                       "metrics: [intrinsic_dim, linear_probe, nonlinear_probe]\n"))
     (first,) = run_suite(suite, results_dir=tmp_path / "r", progress=False)
     path = Path(first["record"]["folder"]) / "metrics.json"
     old = json.loads(path.read_text())
     for settings in old["measured_with"].values():
         del settings["version"]
         settings.pop("fits", None)
+        settings.pop("probe_protocol", None)
     old["metrics"]["linear_probe"] = -1.0   # what the old code measured: to be replaced, not served
     path.write_text(json.dumps(old))
     (again,) = run_suite(suite, results_dir=tmp_path / "r", progress=False)
