@@ -177,7 +177,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
         label_counts, probe_dropout, id_threshold):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .battery import battery_for
-    from .runner import RunSpec, run as run_one
+    from .runner import RunSpec, finished_run, run as run_one
     opts = parse_pairs(options, "--option")
     for key, value in (("h", h), ("epochs", epochs)):
         if value is None:
@@ -191,6 +191,12 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
                    battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
                                                                  probe_epochs, label_counts, probe_dropout,
                                                                  id_threshold)))
+    done = None if resume else finished_run(spec)
+    if done is not None:
+        click.echo(f"note: {done.name} is a finished run of this configuration; `repbench run` trains it again, "
+                   f"in a new folder (a run asked for by hand is never skipped: repeating one checks that it "
+                   f"reproduces); to reuse it instead, `repbench eval --run {done.name}` measures more metrics on "
+                   f"it without training, and a suite with this cell reuses it", err=True)
     print_result(run_one(spec))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .augment import crop_flip
-from .registry import Registry, RepbenchError
+from .registry import Registry, RepbenchError, first_line
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -175,7 +175,7 @@ def read_svhn(root: Path) -> ImageData:
             m["X"], m["y"]
         except Exception as exc:  # truncated .mat files fail in many ways
             raise RepbenchError(f"cannot read SVHN file {root / fname} ({type(exc).__name__}: "
-                                f"{str(exc)[:100]}); fetch it again with --download") from None
+                                f"{first_line(exc, 100)}); fetch it again with --download") from None
         y = m["y"].reshape(-1).astype(np.int64) % 10  # SVHN labels the digit 0 as 10
         return np.transpose(m["X"], (3, 2, 0, 1)), y
     return ImageData("svhn", *_tensors(*split("train_32x32.mat")), *_tensors(*split("test_32x32.mat")), 10)

@@ -20,8 +20,25 @@ class RepbenchError(Exception):
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its type's name when it has none), cut to `limit` characters."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+    """The first line of an exception's message (its type's name when it has none), at most `limit` characters:
+    a longer line ends with its last whole sentence within them, else its last whole word and "…", never mid-word
+    (library messages put their advice after the fact, and half a word reads as a broken message)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if len(line) <= limit:
+        return line
+    head = line[:limit + 1]
+    sentence = head.rfind(". ")
+    if sentence >= 10:
+        return head[:sentence + 1]
+    word = head[:limit - 2].rfind(" ")
+    return head[:word].rstrip(" ,;:") + " …" if word > 0 else line[:limit]  # one long token: nothing to keep whole
+
+
+def unknown_name(kind: str, name: str, known) -> str:
+    """The error for a name that is not registered: the closest known name, if any, then all of them."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'? (available: " if close else "; available: "
+    return f"unknown {kind} '{name}'{hint}{', '.join(known)}" + (")" if close else "")
 
 
 class UnknownNameError(RepbenchError, KeyError):
@@ -79,10 +96,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_plugins()
         if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{hint}; available: {', '.join(self.names())}")
+            raise UnknownNameError(unknown_name(self.kind, name, self.names()))
         return self._items[name]
 
     def names(self, pattern: str = "*") -> list[str]:

@@ -80,6 +80,12 @@ def plan(spec: RunSpec, device: torch.device | str = "cpu"):
                           **spec.options)
 
 
+def finished_run(spec: RunSpec) -> Path | None:
+    """The newest finished run of the configuration a spec asks for, if any; nothing is loaded or written."""
+    learner = plan(spec)
+    return find_finished(Path(spec.results_dir) / "runs", run_prefix(learner, spec.dataset, spec.augment))
+
+
 def run(spec: RunSpec) -> dict:
     """Execute one run; return its record (status, metrics, folder, MLflow run id)."""
     device = resolve_device(spec.device)
