@@ -197,7 +197,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
                    f"in a new folder (a run asked for by hand is never skipped: repeating one checks that it "
                    f"reproduces); to reuse it instead, `repbench eval --run {done.name}` measures more metrics on "
                    f"it without training, and a suite with this cell reuses it", err=True)
-    print_result(run_one(spec))
+    print_result(run_one(spec), tracking_uri=tracking_uri)
 
 
 @cli.command(name="eval")
@@ -234,7 +234,7 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
         record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
                                 battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,
                                 progress=not quiet)
-    print_result(record, only=None if default_list else battery.get("metrics"))
+    print_result(record, only=None if default_list else battery.get("metrics"), tracking_uri=tracking_uri)
 
 
 def _default_metrics():
@@ -242,7 +242,21 @@ def _default_metrics():
     return default_metrics()
 
 
-def print_result(record: dict, only=None) -> None:
+def run_link(run_id: str, tracking_uri: str | None) -> str:
+    """`: <address of the run's page>` on a tracking server (a local store has no address: `repbench ui`)."""
+    import os
+    from .tracking import connect, is_remote
+    from .ui import run_page
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not is_remote(uri):
+        return ""
+    try:
+        return f": {run_page(uri.rstrip('/'), connect(uri).get_run(run_id).info.experiment_id, run_id)}"
+    except Exception:  # a server gone since the run ended: the id alone still finds the run
+        return ""
+
+
+def print_result(record: dict, only=None, tracking_uri: str | None = None) -> None:
     """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run."""
     from tabulate import tabulate
     from .metrics import metric_info
@@ -266,7 +280,7 @@ def print_result(record: dict, only=None) -> None:
     if record.get("timings_s"):
         click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record["timings_s"].items()))
     if record.get("mlflow_run_id"):
-        click.echo(f"MLflow run {record['mlflow_run_id']}")
+        click.echo(f"MLflow run {record['mlflow_run_id']}{run_link(record['mlflow_run_id'], tracking_uri)}")
     if record.get("tracking_error"):
         click.echo(f"warning: MLflow tracking failed ({record['tracking_error']}); results are in the run folder")
 

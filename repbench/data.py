@@ -35,6 +35,16 @@ class ImageData:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
+    def describe(self) -> dict:
+        """Name, digest (of the images and labels, train and test) and sizes: which data a run used."""
+        import hashlib
+        h = hashlib.sha256()
+        for t in (self.train_x, self.train_y, self.test_x, self.test_y):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return {"name": self.name, "digest": h.hexdigest()[:16],
+                "profile": {"train_images": len(self.train_x), "test_images": len(self.test_x),
+                            "image_shape": list(self.image_shape), "classes": self.num_classes}}
+
     def limit(self, train: int | None, test: int | None) -> "ImageData":
         """The first `train` / `test` images of a fixed permutation (the same for every run and learner)."""
         def take(x, y, n):

@@ -102,7 +102,7 @@ def run(spec: RunSpec) -> dict:
         raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
                             f"options under {runs_root}: {why_not}")
     data = load_data(spec, learner)
-    rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device)
+    rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device, data)
     with rec.guard():
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
         learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=folder is not None,

@@ -72,6 +72,8 @@ def test_ui_opens_on_the_runs_list(suite_results, browser, tmp_path):
         line = proc.stdout.readline()  # printed only once the server answers
         url = re.search(r"MLflow UI at (\S+)", line).group(1)
         assert re.fullmatch(rf"http://127\.0\.0\.1:{port}/#/experiments/\d+/runs\?workflowType=machine_learning", url)
+        hint = proc.stdout.readline()  # MLflow keeps columns in the browser: the UI line says how to add them
+        assert "Columns" in hint and "bpd, mutual_info, intrinsic_dim" in hint, hint
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         start = time.perf_counter()
         page.goto(url)
@@ -79,6 +81,13 @@ def test_ui_opens_on_the_runs_list(suite_results, browser, tmp_path):
         seconds = time.perf_counter() - start
         for name in ("vae-synthetic-smoke-s1", "lpvae-h1-synthetic-smoke"):
             assert page.locator(f"text={name}").count() >= 1
+        # the Dataset and Source columns name what each run used and where it came from
+        cells = {col: page.eval_on_selector_all(f"[role=gridcell][col-id='attributes.`{col}`']",
+                                                "e => e.map(x => x.textContent.trim())")
+                 for col in ("Dataset", "Source")}
+        assert len(cells["Dataset"]) == 4 and all(re.fullmatch(r"synthetic \([0-9a-f]{16}\)\s*training", c)
+                                                  for c in cells["Dataset"]), cells
+        assert cells["Source"] == ["repbench"] * 4, cells
         shot = Path(os.environ.get("REPBENCH_SCREENSHOTS", tmp_path)) / "ui-runs.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 20_000 and "/runs" in page.url and seconds < 30
