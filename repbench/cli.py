@@ -419,6 +419,11 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     if suite_file and tags:
         raise RepbenchError("--tag filters runs without --suite; a suite's runs are its cells, found by their "
                             "configuration")
+    if fmt == "html" and out is None:
+        raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
+    if out is not None and fmt != "html":  # before any work: the report would be printed, then lost
+        out_file(out)
+    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
     if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
@@ -434,24 +439,32 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,
                                       history=figures_dir is not None)
-        title = experiment
-    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
+        title = experiment + (f" ({', '.join(f'{k}={v}' for k, v in tag_filter.items())})" if tag_filter else "")
     if fmt == "html":
         from .leaderboard import write_page
         from .report import build
-        if out is None:
-            raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
         page = write_page(build(records, title, paper, compare, figures_dir or Path(out) / "figures", figure),
                           out, f"repbench leaderboard: {title}")
         click.echo(f"leaderboard page written to {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained)")
         return
     text = build_report(records, fmt, figure, title, paper, compare, figures_dir)
-    click.echo(text)
-    if out:
+    if out:  # written first: a file that cannot be written fails before the report scrolls past
         try:
             Path(out).write_text(text)
         except OSError as exc:
             raise RepbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(text)
+
+
+def out_file(path: Path) -> None:
+    """A file `--out` can write: its folder is made if missing; a folder in its place or no way to make one is an
+    error."""
+    if path.is_dir():
+        raise RepbenchError(f"--out {path} is a folder; give a file name (a folder is for --format html)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepbenchError(f"--out {path}: cannot create its folder {path.parent}: {exc.strerror or exc}") from None
 
 
 @cli.command()
