@@ -1,8 +1,8 @@
 """A report as text: markdown (GitHub tables), CSV, or LaTeX ready for a paper.
 
 LaTeX: each table is a `table` float with `\\caption`, booktabs rules, right-aligned numbers with the same
-decimals down a column, mean ± std as `$a \\pm b$`, the best value of each column in bold (by the metric's
-direction), and scaled down to the text width only when it would overflow. It needs `\\usepackage{booktabs}` and
+decimals down a column, mean ± std as `$a \\pm b$`, the best value of each column among the rows of one dataset
+and preset in bold (by the metric's direction), and scaled down to the text width only when it would overflow. It needs `\\usepackage{booktabs}` and
 `\\usepackage{graphicx}`, which the output says in its first line.
 """
 from __future__ import annotations

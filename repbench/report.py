@@ -4,6 +4,7 @@ intervals, the published numbers beside ours, and figures.
 Table 2: bpd, mutual information, intrinsic dimension, nonlinear and linear probe (columns) by learner (rows).
 Table 1: probe accuracy by representation type. Label efficiency: probes on n labels. Table 6: semi-supervised
 classifier accuracy. Runs come from a suite's run folders (the newest finished run of each cell) or from MLflow.
+Seeds are averaged only within a learner x dataset x preset x configuration, never across them.
 Rendering (markdown, CSV, LaTeX, HTML) lives in render.py and leaderboard.py; this file computes what to show.
 """
 from __future__ import annotations
