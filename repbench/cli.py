@@ -179,6 +179,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .measure import battery_for
     from .runs import RunSpec, run as run_one
+    from .runs.runner import finished_run
     opts = parse_pairs(options, "--option")
     for key, value in (("h", h), ("epochs", epochs)):
         if value is None:
@@ -192,7 +193,13 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
                    battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
                                                                  probe_epochs, label_counts, probe_dropout,
                                                                  id_threshold)))
-    print_result(run_one(spec))
+    done = None if resume else finished_run(spec)
+    if done is not None:
+        click.echo(f"note: {done.name} is a finished run of this configuration; `repbench run` trains it again, "
+                   f"in a new folder (a run asked for by hand is never skipped: repeating one checks that it "
+                   f"reproduces); to reuse it instead, `repbench eval --run {done.name}` measures more metrics on "
+                   f"it without training, and a suite with this cell reuses it", err=True)
+    print_result(run_one(spec), tracking_uri=tracking_uri)
 
 
 @cli.command(name="eval")
@@ -229,7 +236,7 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
         record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
                                 battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,
                                 progress=not quiet)
-    print_result(record, only=None if default_list else battery.get("metrics"))
+    print_result(record, only=None if default_list else battery.get("metrics"), tracking_uri=tracking_uri)
 
 
 def _default_metrics():
@@ -237,7 +244,21 @@ def _default_metrics():
     return default_metrics()
 
 
-def print_result(record: dict, only=None) -> None:
+def run_link(run_id: str, tracking_uri: str | None) -> str:
+    """`: <address of the run's page>` on a tracking server (a local store has no address: `repbench ui`)."""
+    import os
+    from .runs import connect, is_remote
+    from .ui import run_page
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not is_remote(uri):
+        return ""
+    try:
+        return f": {run_page(uri.rstrip('/'), connect(uri).get_run(run_id).info.experiment_id, run_id)}"
+    except Exception:  # a server gone since the run ended: the id alone still finds the run
+        return ""
+
+
+def print_result(record: dict, only=None, tracking_uri: str | None = None) -> None:
     """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run."""
     from tabulate import tabulate
     from .metrics import metric_info, entry_of
@@ -260,7 +281,7 @@ def print_result(record: dict, only=None) -> None:
     if record.get("timings_s"):
         click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record["timings_s"].items()))
     if record.get("mlflow_run_id"):
-        click.echo(f"MLflow run {record['mlflow_run_id']}")
+        click.echo(f"MLflow run {record['mlflow_run_id']}{run_link(record['mlflow_run_id'], tracking_uri)}")
     if record.get("tracking_error"):
         click.echo(f"warning: MLflow tracking failed ({record['tracking_error']}); results are in the run folder")
 
@@ -398,6 +419,11 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     if suite_file and tags:
         raise RepbenchError("--tag filters runs without --suite; a suite's runs are its cells, found by their "
                             "configuration")
+    if fmt == "html" and out is None:
+        raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
+    if out is not None and fmt != "html":  # before any work: the report would be printed, then lost
+        out_file(out)
+    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
     if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
@@ -413,23 +439,31 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,
                                       history=figures_dir is not None)
-        title = experiment
-    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
+        title = experiment + (f" ({', '.join(f'{k}={v}' for k, v in tag_filter.items())})" if tag_filter else "")
     if fmt == "html":
         from .report import write_page, build
-        if out is None:
-            raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
         page = write_page(build(records, title, paper, compare, figures_dir or Path(out) / "figures", figure),
                           out, f"repbench leaderboard: {title}")
         click.echo(f"leaderboard page written to {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained)")
         return
     text = build_report(records, fmt, figure, title, paper, compare, figures_dir)
-    click.echo(text)
-    if out:
+    if out:  # written first: a file that cannot be written fails before the report scrolls past
         try:
             Path(out).write_text(text)
         except OSError as exc:
             raise RepbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(text)
+
+
+def out_file(path: Path) -> None:
+    """A file `--out` can write: its folder is made if missing; a folder in its place or no way to make one is an
+    error."""
+    if path.is_dir():
+        raise RepbenchError(f"--out {path} is a folder; give a file name (a folder is for --format html)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepbenchError(f"--out {path}: cannot create its folder {path.parent}: {exc.strerror or exc}") from None
 
 
 @cli.command()

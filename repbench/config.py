@@ -17,7 +17,7 @@ C = TypeVar("C")
 PRESETS = ("smoke", "quick", "medium", "paper")
 PRESET_HELP = {
     "smoke": "seconds; a sliver of data and a narrow model, for tests and CI",
-    "quick": "the CPU default: one learner on mnist5k in a few minutes on 2 cores",
+    "quick": "the CPU default: one learner on mnist5k in 4-12 min on 2 idle cores, 15-46 min on 2 busy ones",
     "medium": "full training data, the quick widths, 20 epochs: hours per learner on 2 CPU cores",
     "paper": "the paper's model (layer for layer the official code's) and protocol (100 epochs as its text; "
              "SVC probe, 100-epoch MLP probe with dropout 0.1); meant for a GPU",

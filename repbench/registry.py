@@ -17,6 +17,13 @@ from .errors import RepbenchError
 T = TypeVar("T")
 
 
+def unknown_name(kind: str, name: str, known) -> str:
+    """The error for a name that is not registered: the closest known name, if any, then all of them."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'? (available: " if close else "; available: "
+    return f"unknown {kind} '{name}'{hint}{', '.join(known)}" + (")" if close else "")
+
+
 class UnknownNameError(RepbenchError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
@@ -72,10 +79,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_plugins()
         if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{hint}; available: {', '.join(self.names())}")
+            raise UnknownNameError(unknown_name(self.kind, name, self.names()))
         return self._items[name]
 
     def names(self, pattern: str = "*") -> list[str]:

@@ -21,6 +21,7 @@ from ..config import bounded, check_fields, override
 from ..data import ImageData
 from ..metrics import LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
 from ..errors import RepbenchError
+from ..registry import unknown_name
 from ..learners import WriteError, atomic_save
 
 
@@ -44,7 +45,7 @@ class BatteryConfig:
             raise RepbenchError(f"metrics must be a list of names; available: {', '.join(known)}")
         bad = [m for m in self.metrics if m not in known]
         if bad:
-            raise RepbenchError(f"unknown metric {', '.join(map(repr, bad))}; available: {', '.join(known)}")
+            raise RepbenchError(unknown_name("metric", bad[0], known))
         if not self.metrics:
             raise RepbenchError(f"no metric chosen; available: {', '.join(known)}")
         check_fields(self)

@@ -29,18 +29,20 @@ class Recorder:
         self._clock = (time.monotonic(), 0)  # (when this process started the run, epochs it has trained since)
 
     @classmethod
-    def open(cls, spec, learner, folder: Path, device) -> "Recorder":
-        """Start (or, resuming, reopen) the records of a run that is about to train in `folder`."""
+    def open(cls, spec, learner, folder: Path, device, data=None) -> "Recorder":
+        """Start (or, resuming, reopen) the records of a run that is about to train in `folder` on `data`."""
         from ..data import DATASETS
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
         identity = {"name": run_name(learner, spec.dataset), "learner": learner.name,
                     "display_name": learner.display_name, "dataset": spec.dataset, "preset": learner.preset,
                     "seed": learner.seed}
         return cls.start(spec, identity, {**learner.params(), "augment": getattr(augment, "__name__", "none")},
-                         folder, device, key=run_prefix(learner, spec.dataset, spec.augment))
+                         folder, device, key=run_prefix(learner, spec.dataset, spec.augment),
+                         dataset=data.describe() if data is not None else None)
 
     @classmethod
-    def start(cls, spec, identity: dict, params: dict, folder: Path, device, key: str | None = None) -> "Recorder":
+    def start(cls, spec, identity: dict, params: dict, folder: Path, device, key: str | None = None,
+              dataset: dict | None = None) -> "Recorder":
         """Start the records of a run with this identity (name, learner, display name, dataset, preset, seed).
         `key` (the run folder prefix: name and configuration hash) is tagged `config_key`, so that a tracking
         server alone can tell which runs are of one configuration (cluster.py, a suite's report)."""
@@ -55,7 +57,8 @@ class Recorder:
         known = state.get("mlflow_run_id") or spec.mlflow_run_id  # resuming: kept even if the store is away now
         state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
                                                                   "device": str(device), "env": state["environment"],
-                                                                  "battery": battery}, tags, known) or known
+                                                                  "battery": battery}, tags, known,
+                                               dataset) or known
         if spec.checkpoint_every and not state["mlflow_run_id"]:  # a cluster cell's record is the server's alone
             raise RepbenchError(f"the tracking server did not take this cell's run ({tracker.error}); nothing was "
                                 f"trained")
@@ -213,7 +216,9 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
         spec, identity, {"learner": name, "source": "representations made outside repbench",
                          "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
                                                                "test": list(reps["test"]["mean"].shape)}},
-        new_run_folder(runs_root, prefix), "cpu", key=prefix)
+        new_run_folder(runs_root, prefix), "cpu", key=prefix,
+        dataset={"name": dataset, "digest": fingerprint, "profile": {
+            "train_representations": len(reps["train"]["mean"]), "test_representations": len(reps["test"]["mean"])}})
     if done and not todo:
         rec.add_tags(tags)
         return rec.result(old, "REUSED")

@@ -79,6 +79,12 @@ def plan(spec: RunSpec, device: torch.device | str = "cpu"):
                           **spec.options)
 
 
+def finished_run(spec: RunSpec) -> Path | None:
+    """The newest finished run of the configuration a spec asks for, if any; nothing is loaded or written."""
+    learner = plan(spec)
+    return find_finished(Path(spec.results_dir) / "runs", run_prefix(learner, spec.dataset, spec.augment))
+
+
 def run(spec: RunSpec) -> dict:
     """Execute one run; return its record (status, metrics, folder, MLflow run id)."""
     device = resolve_device(spec.device)
@@ -95,7 +101,7 @@ def run(spec: RunSpec) -> dict:
         raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
                             f"options under {runs_root}: {why_not}")
     data = load_data(spec, learner)
-    rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device)
+    rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device, data)
     with rec.guard():
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
         learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=folder is not None,

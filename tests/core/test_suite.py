@@ -369,6 +369,15 @@ def test_report_compares_pairs_across_seeds_and_draws_its_figures(ran, tmp_path)
     assert out.exit_code == 0 and "Differences across training seeds" in out.output and "95% interval" in out.output
 
 
+def test_report_out_into_a_new_folder_makes_it(ran, tmp_path):
+    suite, results, _ = ran
+    target = tmp_path / "new" / "folder" / "report.md"
+    out = CliRunner().invoke(cli, ["report", "--suite", str(suite.path), "--results-dir", str(results), "--out",
+                                   str(target)])
+    assert out.exit_code == 0, out.output
+    assert target.read_text().rstrip("\n") == out.stdout.rstrip("\n") and "Table 2" in target.read_text()
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex here (apt-get install texlive-latex-base "
                                                              "texlive-latex-recommended)")
 def test_latex_tables_compile_with_pdflatex(ran, tmp_path):

@@ -34,6 +34,27 @@ def check_logged_run(client: MlflowClient, record: dict):
     assert sorted(m.step for m in history) == [1, 2]
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"checkpoint.pt", "metrics.json", "samples.png", "run.json", "spectrum.png", "probes.png"} <= arts
+    check_shown_as_mlflow_shows_runs(r)
+
+
+def check_shown_as_mlflow_shows_runs(r):
+    """The runs list's Source / Version and Dataset columns are filled; who ran it and when are tags, so the compare
+    view's plots offer configuration only; parameters read as values, not Python reprs."""
+    from repbench.learners import create_learner
+    from repbench.data import load_dataset
+    from repbench.runs.tracking import PROCESS_KEYS
+    p, t = r.data.params, r.data.tags
+    assert t["mlflow.source.name"] == "repbench" and t["mlflow.source.type"] == "LOCAL"
+    assert t.get("mlflow.source.git.commit", "unknown") == p["env.git_commit"]
+    assert not [k for k in p if k.removeprefix("env.") in PROCESS_KEYS], sorted(p)
+    assert t["env.pid"].isdigit() and t["env.started_at"] and t["env.hostname"]
+    assert p["image_shape"] == "[1, 12, 12]" and not [v for v in p.values() if v.startswith("(")]
+    (used,) = r.inputs.dataset_inputs
+    learner = create_learner("lpvae", h=1, epochs=2, preset="smoke", image_shape=(1, 12, 12))
+    data = load_dataset("synthetic").limit(*learner.data_limits())
+    assert used.dataset.name == "synthetic" and used.dataset.digest == data.describe()["digest"]
+    assert json.loads(used.dataset.profile)["train_images"] == len(data.train_x)
+    assert [(tag.key, tag.value) for tag in used.tags] == [("mlflow.data.context", "training")]
 
 
 def test_run_logs_to_local_sqlite_store(results_dir):
@@ -114,3 +135,7 @@ def test_run_logs_to_a_real_mlflow_server(mlflow_server, results_dir):
     assert record["tracking_error"] is None
     check_logged_run(MlflowClient(mlflow_server), record)
     assert not (results_dir / "mlflow.db").exists()
+    import re
+    from repbench.cli import run_link  # the link `repbench run` prints opens the model-training views
+    assert re.fullmatch(rf": {mlflow_server}/#/experiments/\d+/runs/{record['mlflow_run_id']}"
+                        rf"\?workflowType=machine_learning", run_link(record["mlflow_run_id"], mlflow_server))

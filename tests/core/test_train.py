@@ -141,3 +141,16 @@ def test_optimizer_state_of_another_shape_is_a_clear_error(tmp_path):
         optimizer_state_by_name(_AB(hidden=5), state["model"], state["optimizer"], tmp_path / "ck.pt")
     with pytest.raises(RepbenchError, match="other parameters than this model's"):
         optimizer_state_by_name(torch.nn.Linear(4, 1), state["model"], state["optimizer"], tmp_path / "ck.pt")
+
+
+@pytest.mark.parametrize("content", ["truncated", "garbage"])
+def test_a_corrupt_checkpoint_error_ends_on_a_whole_sentence_or_word(tmp_path, content):
+    import re
+    from repbench.learners import load_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300] if content == "truncated" else b"\x80\x02garbage" * 20)
+    with pytest.raises(RepbenchError, match="is corrupt or not a repbench checkpoint") as err:
+        load_checkpoint(path)
+    why = re.search(r"\(\w+: (.*)\)$", str(err.value)).group(1)
+    assert why.endswith((".", " …")) and "weights_only` set to `False`" not in why, why
