@@ -67,6 +67,12 @@ def as_unit(x: torch.Tensor) -> torch.Tensor:
     return to_unit(x) if x.dtype == torch.uint8 else x
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Posterior parameters (and M2's class logits) leave bf16 autocast as float32: the KL, the mutual
+    information and the entropy sum many terms of them."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
@@ -96,7 +102,7 @@ class VAEModel(nn.Module):
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = as_unit(x)
         e = self.encoder(x.flatten(1) if self.image_shape[0] == 1 else x)
-        return self.mean_head(e), F.softplus(self.std_head(e))
+        return at_least_float32(self.mean_head(e)), F.softplus(at_least_float32(self.std_head(e)))
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         _, h, w = self.image_shape

@@ -5,11 +5,13 @@ values, or MLP probabilities) are averaged over the k samples before the arg-max
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
-import torch.nn as nn
 
 from . import Values, register_metric
+from .mlp import ProbeMLPs
 
 LINEAR_METHODS = ("linearsvc", "svc", "torch")
 # The paper's Table 1: one posterior sample; probe scores averaged over k test-time samples (the probe trains on
@@ -90,33 +92,56 @@ def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, ep
                     standardize: bool = True, device: str | torch.device = "cpu") -> float:
     """Accuracy (%) of Linear(d, 200) -> ReLU -> Dropout(0.1) -> BatchNorm -> Linear(200, classes), Adam,
     on standardized features (`standardize=False`: the raw features, as the paper's code)."""
-    g = torch.Generator().manual_seed(seed)
-    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
-    test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    mu, sd = (train.mean(0), train.std(0).clamp(min=1e-8)) if standardize else (0.0, 1.0)
-    train, test = ((train - mu) / sd).to(device), ((test - mu) / sd).to(device)
+    return nonlinear_probes([train_reps], [train_y], [test_reps], test_y, seeds=(seed,), epochs=epochs,
+                            batch_size=batch_size, lr=lr, hidden=hidden, dropout=dropout, standardize=standardize,
+                            device=device)[0]
+
+
+def nonlinear_probes(train_reps, train_y, test_reps, test_y, *, seeds, epochs: int = 20, batch_size: int = 100,
+                     lr: float = 1e-3, hidden: int = 200, dropout: float = 0.1, standardize: bool = True,
+                     device: str | torch.device = "cpu") -> list[float]:
+    """`nonlinear_probe` for each seed in `seeds`, seed i on (train_reps[i], train_y[i], test_reps[i]), trained
+    side by side as one batched model (metrics/mlp.py) on `PROBE_THREADS`: a seed's accuracy is the one it gets
+    alone, and it leaves the global random state as it was."""
+    device = torch.device(device)
+    train, test = zip(*(_scaled(a, b, standardize) for a, b in zip(train_reps, test_reps)))
+    y = torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.long) for t in train_y])
     classes = int(max(y.max(), int(np.max(test_y)))) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.BatchNorm1d(hidden),
-                            nn.Linear(hidden, classes)).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        y = y.to(device)
-        for _ in range(epochs):
-            order = torch.randperm(len(train), generator=g).to(device)
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                if len(idx) < 2:
-                    continue
-                loss = nn.functional.cross_entropy(net(train[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    net.eval()
-    with torch.inference_mode():
-        probs = torch.stack([torch.softmax(net(t), 1) for t in test]).mean(0)
-    return _accuracy(probs.cpu().numpy(), test_y)
+    with probe_threads():
+        mlps = ProbeMLPs(train[0].shape[1], hidden, classes, seeds, dropout, device)
+        probs = mlps.fit(torch.stack(train).to(device), y.to(device), epochs, batch_size, lr).predict(list(test))
+    return [_accuracy(p, test_y) for p in probs.cpu().numpy()]
+
+
+def _scaled(train_reps, test_reps, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 training rows [N, d] and test samples [k, M, d], standardized by the training rows' statistics."""
+    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
+    test = torch.as_tensor(np.asarray(test_reps), dtype=torch.float32)
+    test = test[None] if test.ndim == 2 else test
+    if not standardize:
+        return train, test
+    mu, sd = train.mean(0), train.std(0).clamp(min=1e-8)
+    return (train - mu) / sd, (test - mu) / sd
+
+
+# A probe is a tiny model (a d x 200 MLP on 100 rows a step, a linear SVM): on one thread it runs several times
+# faster than on two, where starting and synchronising threads around each small kernel costs more than the
+# work, and far faster on cores shared with other work (benchmarks/battery_speed.py, results/speed.md). One
+# thread also makes its values independent of the caller's thread count. The likelihood pass keeps every thread.
+PROBE_THREADS = 1
+
+
+@contextmanager
+def probe_threads():
+    """torch and the BLAS libraries of numpy / scikit-learn on `PROBE_THREADS` inside; restored after."""
+    from threadpoolctl import threadpool_limits
+    before = torch.get_num_threads()
+    torch.set_num_threads(PROBE_THREADS)
+    try:
+        with threadpool_limits(PROBE_THREADS, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------ battery entries
@@ -140,27 +165,32 @@ def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
 
 
 def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
-    accs = []
+    k = cfg.test_samples if rep_type == "sample_k100" else 1
+    trains, tests = [], []
     for s in range(cfg.probe_seeds):
         g = torch.Generator().manual_seed(1000 + s)
-        k = cfg.test_samples if rep_type == "sample_k100" else 1
-        train = rep_view(inputs.reps["train"], rep_type, 1, g).numpy()
-        test = rep_view(inputs.reps["test"], rep_type, k, g).numpy()
-        args = (train, inputs.data.train_y.numpy(), test, inputs.data.test_y.numpy())
-        accs.append(run_probe(probe, args, s, cfg, inputs.device))
-    return accs
+        trains.append(rep_view(inputs.reps["train"], rep_type, 1, g).numpy())
+        tests.append(rep_view(inputs.reps["test"], rep_type, k, g).numpy())
+    train_y = [inputs.data.train_y.numpy()] * cfg.probe_seeds
+    return run_probes(probe, (trains, train_y, tests, inputs.data.test_y.numpy()), cfg, inputs.device)
 
 
 # The battery settings the MLP probe's values depend on.
 MLP_SETTINGS = ("nonlinear_epochs", "nonlinear_dropout", "nonlinear_standardize")
 
 
-def run_probe(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> float:
-    """One probe fit with the battery's settings (`epochs` overrides the MLP's)."""
+def run_probes(probe: str, args: tuple, cfg, device, epochs: int | None = None) -> list[float]:
+    """Fits of a probe with the battery's settings, one per probe seed s = 0, 1, ...; `args` holds per-seed lists
+    of training representations, training labels and test representations, and the test labels (`epochs`
+    overrides the MLP's)."""
+    trains, train_ys, tests, test_y = args
     if probe == "linear_probe":
-        return linear_probe(*args, seed=seed, method=cfg.linear_method)
-    return nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
-                           standardize=cfg.nonlinear_standardize, device=device)
+        with probe_threads():
+            return [linear_probe(*fit, test_y, seed=s, method=cfg.linear_method)
+                    for s, fit in enumerate(zip(trains, train_ys, tests))]
+    return nonlinear_probes(trains, train_ys, tests, test_y, seeds=range(len(trains)),
+                            epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
+                            standardize=cfg.nonlinear_standardize, device=device)
 
 
 def _summarize(probe: str, by_type: dict[str, list[float]]) -> Values:
@@ -213,17 +243,15 @@ def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[float] | None:
     from ..data import labelled_subset
     from ..errors import RepbenchError
     train_y = inputs.data.train_y
-    accs = []
-    for s in range(cfg.probe_seeds):
-        try:
-            idx = labelled_subset(train_y, n, seed=s)
-        except RepbenchError:
-            return None
-        args = (inputs.reps["train"]["mean"][idx].numpy(), train_y[idx].numpy(), inputs.reps["test"]["mean"].numpy(),
-                inputs.data.test_y.numpy())
-        epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
-        accs.append(run_probe(probe, args, s, cfg, inputs.device, epochs))
-    return accs
+    try:
+        subsets = [labelled_subset(train_y, n, seed=s) for s in range(cfg.probe_seeds)]
+    except RepbenchError:
+        return None
+    train, test = inputs.reps["train"]["mean"], inputs.reps["test"]["mean"].numpy()
+    args = ([train[i].numpy() for i in subsets], [train_y[i].numpy() for i in subsets], [test] * len(subsets),
+            inputs.data.test_y.numpy())
+    epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
+    return run_probes(probe, args, cfg, inputs.device, epochs)
 
 
 _LABELLED = tuple(f"{p}.labels_{n}{std}" for p in ("linear_probe", "nonlinear_probe") for n in (100, 600, 1000, 3000)
