@@ -5,8 +5,6 @@ so a run resumed from epoch k ends with the same weights as one that was never i
 """
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..errors import RepbenchError, first_line
+from ..files import atomic_save
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
@@ -41,31 +40,6 @@ def finish_checkpoint(path: Path) -> None:
     state = load_checkpoint(path)
     if state.get("finished") and "optimizer" in state:
         atomic_save({k: v for k, v in state.items() if k not in ("optimizer", "rng", "cuda_rng")}, path)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save through memory and a temporary file: a full disk is a clear error (torch's own writer reports
-    it as an obscure internal failure) and never leaves half a file behind."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(path, exc) from None
-
-
-class WriteError(RepbenchError):
-    """A file could not be written (a full disk, a read-only folder): the user's to fix, not a bug."""
-
-    def __init__(self, path: Path, exc: OSError):
-        super().__init__(f"cannot write {path}: {exc.strerror or exc}; free space (or choose another "
-                         f"--results-dir) and run again: an interrupted run continues with --resume")
-        self.errno = exc.errno
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -21,7 +21,7 @@ from ..config import bounded, check_fields, override
 from ..data import ImageData
 from ..metrics import LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
 from ..errors import RepbenchError
-from ..learners import WriteError, atomic_save
+from ..files import WriteError, atomic_save
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
 
 
 def _mlflow_row(client, r, history: bool) -> dict:
-    from ..runs import read_json
+    from ..files import read_json
     t = r.data.tags
     folder = Path(t.get("run_folder", "/nonexistent"))
     record = read_json(folder / "metrics.json")
@@ -314,12 +314,3 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
             if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))):
                 raise RepbenchError(f"{path}: entry {r} has a {key} that is not a number")
     return rows
-
-
-def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
-                 paper: list[dict] | None = None, compare=(), figures_dir: Path | None = None) -> str:
-    """The report as text in one of the text formats (markdown, csv, latex)."""
-    from .render import FORMATS, render
-    if fmt not in FORMATS:
-        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
-    return render(build(records, title, paper, compare, figures_dir, figure), fmt)

@@ -13,9 +13,9 @@ import time
 import traceback
 from pathlib import Path
 
-from .records import environment, read_json, run_name, run_prefix, this_process, write_json
+from .records import environment, run_name, run_prefix, this_process
 from ..errors import RepbenchError
-from ..learners import WriteError
+from ..files import WriteError, read_json, write_json
 from .tracking import MLflowTracker, default_tracking_uri, send_record, sync
 
 # One line per finished epoch of a run. Silent unless a handler is attached: `repbench run` has its own bars,
@@ -188,48 +188,6 @@ class Recorder:
 def _spec_dict(spec) -> dict:
     from dataclasses import asdict
     return asdict(spec)
-
-
-
-def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprint: str, results_dir: Path,
-                   tracking_uri: str | None, experiment: str, progress: bool, seed: int, tags: dict) -> dict:
-    """Score representations made elsewhere and record them as a run (reusing one of the same source and
-    settings): `<name>-<dataset>-features-s<seed>-<fingerprint of the representations>`."""
-    from ..measure import run_battery
-    from .measured import merge_record, missing_metrics, units_of
-    from .outside import PRESET
-    from .records import check_results_dir, find_finished, new_run_folder
-    from .runner import RunSpec
-    spec = RunSpec(learner=name, dataset=dataset, preset=PRESET, seed=seed, results_dir=results_dir,
-                   tracking_uri=tracking_uri, experiment=experiment, battery=cfg, tags=tags, progress=progress)
-    identity = {"name": f"{name}-{dataset}-{PRESET}-s{seed}", "learner": name, "display_name": name,
-                "dataset": dataset, "preset": PRESET, "seed": seed}
-    runs_root = check_results_dir(results_dir) / "runs"
-    prefix = f"{identity['name']}-{fingerprint}"
-    done = find_finished(runs_root, prefix)
-    old = read_json(done / "metrics.json") if done else {}
-    todo = missing_metrics(old, cfg) if done else list(cfg.metrics)
-    rec = Recorder.attach(spec, done) if done else Recorder.start(
-        spec, identity, {"learner": name, "source": "representations made outside repbench",
-                         "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
-                                                               "test": list(reps["test"]["mean"].shape)}},
-        new_run_folder(runs_root, prefix), "cpu", key=prefix)
-    if done and not todo:
-        rec.add_tags(tags)
-        return rec.result(old, "REUSED")
-    from dataclasses import asdict, replace
-    with rec.guard(keep_status=bool(done)):
-        res = run_battery(None, data, replace(cfg, metrics=tuple(todo)), seed=seed, reps=reps, progress=progress)
-        measured = {"metrics": res.metrics, "units": units_of(res.metrics), "measured_with": res.measured_with,
-                    "spectrum": res.spectrum, "probes": res.probes, "timings_s": res.timings_s,
-                    "battery": asdict(cfg)}
-        record = merge_record(old, measured) if done else {**identity, **measured, "history": []}
-        rec.save_record(record, [])
-    if done:
-        rec.add_tags(tags)
-        return rec.result(record, "REUSED", measured_now=todo)
-    rec.finish("FINISHED")
-    return rec.result(record, "FINISHED")
 
 
 def _duration(minutes: float) -> str:

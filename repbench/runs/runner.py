@@ -16,8 +16,9 @@ from ..learners import create_learner, has_ability, learner_from_params
 from ..measure import BatteryConfig, plots, run_battery
 from ..data import DATASETS, ImageData, labelled_subset, load_dataset
 from .measured import merge_record, missing_metrics, units_of
-from .records import (check_results_dir, find_finished, find_run, new_run_folder, read_json, resumable, run_name,
-                      run_prefix, settle_orphans)
+from ..files import read_json
+from .records import (check_results_dir, find_finished, find_run, new_run_folder, resumable, run_name, run_prefix,
+                      settle_orphans)
 from .recording import Recorder
 from ..errors import RepbenchError
 from .tracking import default_tracking_uri, reconcile
@@ -181,7 +182,7 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
     checkpoint (results beside it in eval-metrics.json). `battery` holds overrides of the preset's battery."""
     from ..learners import load_learner
     from ..measure import battery_for
-    from .records import write_json
+    from ..files import write_json
     device = resolve_device(device)
     if run_ref:
         folder = find_run(results_dir, run_ref)
