@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .. import seeds
 from ..config import TrainConfig
 from ..errors import RepbenchError, first_line
 from ..files import atomic_save
@@ -84,7 +85,7 @@ def optimizer_state_by_name(module: torch.nn.Module, model_state: dict, opt_stat
 
 
 def batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seeds.batch_order(seed, epoch)))
 
 
 def evaluate(module: torch.nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_size: int) -> float:
@@ -130,7 +131,7 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     history, start = restore(module, opt, checkpoint, device) if resume and checkpoint is not None and \
         checkpoint.exists() else ([], 0)
     if start == 0:
-        torch.manual_seed(seed + 1)
+        torch.manual_seed(seeds.training(seed))
     for epoch in range(start + 1, cfg.epochs + 1):
         record = {"epoch": epoch, "train_loss": one_epoch(module, opt, loss_fn, train_x, cfg, seed, epoch, checkpoint,
                                                           progress, augment, nats_per_unit)}
@@ -175,7 +176,7 @@ def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Loss
     bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                leave=False, unit="batch", dynamic_ncols=True)
     total, seen = 0.0, 0
-    aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 500_009)
+    aug_gen = torch.Generator().manual_seed(seeds.augmentation(seed, epoch))
     for step, i in enumerate(bar):
         idx = order[i:i + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a batch of one

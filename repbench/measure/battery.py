@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import seeds
 from ..learners import has_ability
 from ..config import bounded, check_fields, override
 from ..data import ImageData
@@ -240,7 +241,7 @@ def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, s
         metric = METRICS.get(name)
         start, shared_before = time.perf_counter(), sum(inputs.timings_s.values())
         if all(inputs.has(need) for need in metric.needs):
-            generator = torch.Generator(device=inputs.device).manual_seed(seed + 7)
+            generator = torch.Generator(device=inputs.device).manual_seed(seeds.metrics(seed))
             out = metric.compute(inputs, cfg, generator)
             out = out if isinstance(out, Values) else Values(out)
         else:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import seeds
 from . import Values, register_metric
 
 LINEAR_METHODS = ("linearsvc", "svc", "torch")
@@ -142,7 +143,7 @@ def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
 def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
     accs = []
     for s in range(cfg.probe_seeds):
-        g = torch.Generator().manual_seed(1000 + s)
+        g = torch.Generator().manual_seed(seeds.probe_views(s))
         k = cfg.test_samples if rep_type == "sample_k100" else 1
         train = rep_view(inputs.reps["train"], rep_type, 1, g).numpy()
         test = rep_view(inputs.reps["test"], rep_type, k, g).numpy()

@@ -32,9 +32,13 @@ def imports(name: str, path: Path, known) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = pkg[: len(pkg) - node.level + 1] if node.level else []
             target = ".".join(base + ([node.module] if node.module else []))
-            found |= {t for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in known}
-            if target == "repbench" and [a.name for a in node.names] == ["__version__"]:
-                found.discard("repbench")  # set first thing in repbench/__init__.py, before any import
+            names = [f"{target}.{a.name}" for a in node.names]
+            found |= {t for t in names if t in known}
+            # `from .. import seeds` imports a module, not the package's face; __version__ is set first thing in
+            # repbench/__init__.py, before any import
+            if target in known and not all(t in known for t in names) and \
+                    (target, [a.name for a in node.names]) != ("repbench", ["__version__"]):
+                found.add(target)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name in known}
     return found - {name}
