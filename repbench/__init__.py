@@ -5,9 +5,6 @@ data -> learners (the contract, training) -> measure (the battery over metrics/)
 -> suites (many runs, the gate) -> report. errors.py, registry.py and config.py serve them all."""
 __version__ = "0.1.0"  # first: runs/records.py reads it while this file may still be importing
 
-from .malloc import tune as _tune_malloc
-
-_tune_malloc()  # before torch allocates anything: see repbench/malloc.py
 from .config import PRESETS, TrainConfig
 from .data import ImageData, list_datasets, load_dataset
 from .errors import RepbenchError

@@ -32,6 +32,11 @@ def metrics(seed: int) -> int:
     return seed + 7
 
 
+def sample_grid(seed: int) -> int:
+    """The samples in a run's sample grid (samples.png)."""
+    return seed
+
+
 def probe_views(repeat: int) -> int:
     """The sampled representations a probe sees in its `repeat`-th run (the probe's own weights use `repeat`)."""
     return 1000 + repeat

@@ -4,7 +4,7 @@ representations and labels, and recorded as a run like any other (folder, run.js
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from ..measure import BatteryConfig, battery_for, run_battery
 from ..data import ImageData, load_dataset
 from ..errors import RepbenchError, first_line
 from ..files import read_json
-from .measured import merge_record, missing_metrics, units_of
+from .record import Measured, RunRecord
 from .recording import Recorder
 from .records import check_results_dir, find_finished, new_run_folder
 from .runner import RunSpec
@@ -96,28 +96,23 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
     runs_root = check_results_dir(results_dir) / "runs"
     prefix = f"{identity['name']}-{fingerprint}"
     done = find_finished(runs_root, prefix)
-    old = read_json(done / "metrics.json") if done else {}
-    todo = missing_metrics(old, cfg) if done else list(cfg.metrics)
+    old = RunRecord.from_json(read_json(done / "metrics.json")) if done else None
+    todo = old.missing(cfg) if old else list(cfg.metrics)
     rec = Recorder.attach(spec, done) if done else Recorder.start(
         spec, identity, {"learner": name, "source": "representations made outside repbench",
                          "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
                                                                "test": list(reps["test"]["mean"].shape)}},
         new_run_folder(runs_root, prefix), "cpu", key=prefix)
-    if done and not todo:
+    if old and not todo:
         rec.add_tags(tags)
         return rec.result(old, "REUSED")
     with rec.guard(keep_status=bool(done)):
         res = run_battery(None, data, replace(cfg, metrics=tuple(todo)), seed=seed, reps=reps, progress=progress)
-        measured = {"metrics": res.metrics, "units": units_of(res.metrics), "measured_with": res.measured_with,
-                    "spectrum": res.spectrum, "probes": res.probes, "timings_s": res.timings_s,
-                    "battery": asdict(cfg)}
-        record = merge_record(old, measured) if done else {**identity, **measured, "history": []}
-        rec.save_record(record, [])
-    if done:
+        record = rec.save(Measured.of(res, cfg), [], history=[], into=old)
+    if old:
         rec.add_tags(tags)
         return rec.result(record, "REUSED", measured_now=todo)
-    rec.finish("FINISHED")
-    return rec.result(record, "FINISHED")
+    return rec.finished(record)
 
 
 def evaluate_features(path: Path, *, name: str | None = None, dataset: str = "external", battery: dict | None = None,

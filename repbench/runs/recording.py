@@ -13,6 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .record import Measured, RunRecord
 from .records import environment, run_name, run_prefix, this_process
 from ..errors import RepbenchError
 from ..files import WriteError, read_json, write_json
@@ -118,9 +119,14 @@ class Recorder:
         and a retry on another node resumes from what the server holds."""
         self.tracker.log_artifact(self.folder / "checkpoint.pt", link=True)
 
-    def save_record(self, record: dict, artifacts: list[Path]) -> None:
-        write_json(self.folder / "metrics.json", record)
-        send_record(self.tracker, self.folder, record, artifacts)
+    def save(self, measured: Measured, artifacts: list[Path], history: list | None = None,
+             into: RunRecord | None = None) -> RunRecord:
+        """The run's record, built here alone: `measured` merged into the record it completes (`into`), or a new
+        record of this run; written to metrics.json and sent to MLflow with `artifacts`."""
+        record = into.merge(measured) if into is not None else RunRecord.new(self.identity(), measured, history)
+        write_json(self.folder / "metrics.json", record.to_json())
+        send_record(self.tracker, self.folder, record.to_json(), artifacts)
+        return record
 
     def add_tags(self, tags: dict) -> None:
         if tags:
@@ -180,9 +186,14 @@ class Recorder:
         except RepbenchError as exc:
             raise RepbenchError(f"{error}; and the run's record could not be updated ({exc})") from None
 
-    def result(self, record: dict, status: str, **extra) -> dict:
-        return {**record, "folder": str(self.folder), "mlflow_run_id": self.state.get("mlflow_run_id"),
+    def result(self, record: RunRecord, status: str, **extra) -> dict:
+        """What a run returns: its record with where it lies and how it ended."""
+        return {**record.to_json(), "folder": str(self.folder), "mlflow_run_id": self.state.get("mlflow_run_id"),
                 "status": status, "tracking_error": self.tracker.error, **extra}
+
+    def finished(self, record: RunRecord) -> dict:
+        self.finish("FINISHED")
+        return self.result(record, "FINISHED")
 
 
 def _spec_dict(spec) -> dict:

@@ -272,8 +272,8 @@ def from_server(cell, spec, node: str):
 
 def _lacks_metrics(folder: Path, spec) -> bool:
     from ..files import read_json
-    from ..runs import missing_metrics
-    return bool(missing_metrics(read_json(folder / "metrics.json"), spec.battery))
+    from ..runs import RunRecord
+    return bool(RunRecord.from_json(read_json(folder / "metrics.json")).missing(spec.battery))
 
 
 def _first(*values):

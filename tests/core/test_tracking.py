@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from repbench.measure.battery import BatteryConfig
 from repbench.errors import RepbenchError
 from repbench.runs.runner import RunSpec, run
-from repbench.testing import free_port, start_mlflow_server  # noqa: F401 - free_port is shared with other tests
+from mlflow_server import free_port, start_mlflow_server  # noqa: F401 - free_port is shared with other tests
 
 
 def smoke_spec(results_dir, **kw):
@@ -98,7 +98,7 @@ def mlflow_server(tmp_path):
 def test_a_test_server_stops_with_every_process_it_started(tmp_path):
     """`mlflow server` runs uvicorn and a job runner with its consumers; stopping the parent alone (as a start
     that timed out did) left them serving for hours."""
-    from repbench.testing import server_processes, stop_mlflow_server
+    from mlflow_server import server_processes, stop_mlflow_server
     proc = start_server(tmp_path, free_port())
     try:
         started = server_processes(proc)
