@@ -72,3 +72,14 @@ def server_processes(proc: subprocess.Popen) -> list[int]:
         if fields[0] != "Z" and int(fields[3]) == proc.pid:  # state, then ppid, pgrp, session
             live.append(int(stat.parent.name))
     return live
+
+
+def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    """start_mlflow_server for a test: skipped where mlflow is missing, failed with its message."""
+    import pytest
+    if shutil.which("mlflow") is None:
+        pytest.skip("the mlflow command is not on PATH")
+    try:
+        return start_mlflow_server(tmp_path, port)
+    except RepbenchError as exc:
+        pytest.fail(str(exc))

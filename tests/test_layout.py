@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # The path of a run, bottom to top; a module may import its own stage and those below, never one above. Names in
 # one tuple share a rank and do not import each other.
 STAGES = [("errors", "malloc"), ("files", "registry", "config", "seeds"), ("data",), ("learners", "metrics"),
