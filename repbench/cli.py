@@ -500,7 +500,9 @@ def ui(port, tracking_uri, results_dir, experiment):
 
 
 def main():
+    from .malloc import tune
     from .runs import interrupt_on_sigterm
+    tune()  # before a command allocates tensors: see malloc.py
     interrupt_on_sigterm()
     cli(prog_name="repbench")
 

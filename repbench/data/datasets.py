@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import seeds
 from .augment import crop_flip
 from ..registry import Registry
 from ..errors import RepbenchError, first_line
@@ -60,7 +61,7 @@ def fixed_subset(total: int, n: int | None) -> torch.Tensor | None:
     """Indices of the first n of a fixed permutation of `total` items; None when n keeps them all."""
     if n is None or n >= total:
         return None
-    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n]
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seeds.FIXED_SUBSET))[:n]
 
 
 @dataclass(frozen=True)

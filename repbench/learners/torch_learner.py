@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .. import seeds
 from .learner import Learner, has_ability
 from ..data import fixed_subset
 from ..config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
@@ -108,7 +109,7 @@ class TorchLearner(Learner):
     def module(self) -> torch.nn.Module:
         if self._module is None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
+                torch.manual_seed(seeds.weights(self.seed))
                 self._module = self.build_module()
             self._module.to(self.device).eval()  # in inference mode except while `fit` trains it
         return self._module

@@ -5,8 +5,6 @@ so a run resumed from epoch k ends with the same weights as one that was never i
 """
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -14,8 +12,10 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .. import seeds
 from ..config import TrainConfig
 from ..errors import RepbenchError, first_line
+from ..files import atomic_save
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
@@ -41,31 +41,6 @@ def finish_checkpoint(path: Path) -> None:
     state = load_checkpoint(path)
     if state.get("finished") and "optimizer" in state:
         atomic_save({k: v for k, v in state.items() if k not in ("optimizer", "rng", "cuda_rng")}, path)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save through memory and a temporary file: a full disk is a clear error (torch's own writer reports
-    it as an obscure internal failure) and never leaves half a file behind."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(path, exc) from None
-
-
-class WriteError(RepbenchError):
-    """A file could not be written (a full disk, a read-only folder): the user's to fix, not a bug."""
-
-    def __init__(self, path: Path, exc: OSError):
-        super().__init__(f"cannot write {path}: {exc.strerror or exc}; free space (or choose another "
-                         f"--results-dir) and run again: an interrupted run continues with --resume")
-        self.errno = exc.errno
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -110,7 +85,7 @@ def optimizer_state_by_name(module: torch.nn.Module, model_state: dict, opt_stat
 
 
 def batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seeds.batch_order(seed, epoch)))
 
 
 def evaluate(module: torch.nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_size: int) -> float:
@@ -156,7 +131,7 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     history, start = restore(module, opt, checkpoint, device) if resume and checkpoint is not None and \
         checkpoint.exists() else ([], 0)
     if start == 0:
-        torch.manual_seed(seed + 1)
+        torch.manual_seed(seeds.training(seed))
     for epoch in range(start + 1, cfg.epochs + 1):
         record = {"epoch": epoch, "train_loss": one_epoch(module, opt, loss_fn, train_x, cfg, seed, epoch, checkpoint,
                                                           progress, augment, nats_per_unit)}
@@ -201,7 +176,7 @@ def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Loss
     bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                leave=False, unit="batch", dynamic_ncols=True)
     total, seen = 0.0, 0
-    aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 500_009)
+    aug_gen = torch.Generator().manual_seed(seeds.augmentation(seed, epoch))
     for step, i in enumerate(bar):
         idx = order[i:i + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a batch of one

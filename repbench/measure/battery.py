@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import seeds
 from ..learners import has_ability
 from ..config import bounded, check_fields, override
 from ..data import ImageData
 from ..metrics import LINEAR_METHODS, METRICS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
 from ..errors import RepbenchError
 from ..registry import unknown_name
-from ..learners import WriteError, atomic_save
+from ..files import WriteError, atomic_save
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, s
         metric = METRICS.get(name)
         start, shared_before = time.perf_counter(), sum(inputs.timings_s.values())
         if all(inputs.has(need) for need in metric.needs):
-            generator = torch.Generator(device=inputs.device).manual_seed(seed + 7)
+            generator = torch.Generator(device=inputs.device).manual_seed(seeds.metrics(seed))
             out = metric.compute(inputs, cfg, generator)
             out = out if isinstance(out, Values) else Values(out)
         else:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .. import seeds
 from . import Values, register_metric
 from .mlp import ProbeMLPs
 
@@ -168,7 +169,7 @@ def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[float]:
     k = cfg.test_samples if rep_type == "sample_k100" else 1
     trains, tests = [], []
     for s in range(cfg.probe_seeds):
-        g = torch.Generator().manual_seed(1000 + s)
+        g = torch.Generator().manual_seed(seeds.probe_views(s))
         trains.append(rep_view(inputs.reps["train"], rep_type, 1, g).numpy())
         tests.append(rep_view(inputs.reps["test"], rep_type, k, g).numpy())
     train_y = [inputs.data.train_y.numpy()] * cfg.probe_seeds

@@ -54,7 +54,7 @@ def mean_spectra(df: pd.DataFrame) -> tuple[dict[str, list[float]], dict[str, st
     """Each group's spectrum averaged over its seeds, the group's intrinsic dimension as Table 2 shows it, and
     the groups left out with why."""
     from ..metrics import metric_info
-    from .tables import stat
+    from .stats import stat
     spectra, ids, skipped = {}, {}, []
     for key, g in df.groupby(GROUP, sort=False):
         runs = [np.asarray(s) for s in g.get("_spectrum", []) if isinstance(s, list) and len(s)]

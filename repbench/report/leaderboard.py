@@ -9,7 +9,7 @@ import html
 import json
 from pathlib import Path
 
-from ..runs import read_json
+from ..files import read_json
 from .render import LEGEND
 from .tables import Report, Section, Stat
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 from tabulate import tabulate
 
-from .tables import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat
+from ..errors import RepbenchError
+from .tables import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat, build
 
 FORMATS = ("markdown", "latex", "csv")
 LEGEND = (f"mean ± sample std (n − 1) over training seeds; ↑ higher is better, ↓ lower, no arrow: neither; "
@@ -126,3 +128,11 @@ def latex_document(report: Report) -> str:
             parts.append(latex_table(s, f"repbench-{re.sub(r'[^a-z0-9]+', '-', s.key.lower())}"))
     parts += [f"% Figure: {text} in {path}" for text, path in report.figures]
     return "\n\n".join(parts) + "\n"
+
+
+def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
+                 paper: list[dict] | None = None, compare=(), figures_dir: Path | None = None) -> str:
+    """The report as text in one of the text formats (markdown, csv, latex)."""
+    if fmt not in FORMATS:
+        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
+    return render(build(records, title, paper, compare, figures_dir, figure), fmt)

@@ -20,20 +20,11 @@ import pandas as pd
 from ..metrics import ARROWS, metric_info, summary_metrics
 from ..metrics.probes import REP_TYPE_LABELS
 from ..errors import RepbenchError, first_line
+from .stats import NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED, Stat, stat
 
-NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED = "n/a", "—", "non-finite"
 CELL = ["learner", "dataset", "preset", "seed"]
 DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "paper_numbers.yaml"
 PAPER_DATASET = {"mnist5k": "mnist"}  # our datasets that are subsets of a published one
-
-
-@dataclass
-class Stat:
-    """One table cell: its text, and its mean (None unless numbers) for bolding the best and sorting."""
-    text: str
-    mean: float | None = None
-    std: float | None = None
-    digits: int = 1
 
 
 @dataclass
@@ -150,7 +141,7 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
 
 
 def _mlflow_row(client, r, history: bool) -> dict:
-    from ..runs import read_json
+    from ..files import read_json
     t = r.data.tags
     folder = Path(t.get("run_folder", "/nonexistent"))
     record = read_json(folder / "metrics.json")
@@ -172,20 +163,6 @@ def _mlflow_row(client, r, history: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ cells
-def stat(values, digits: int) -> Stat:
-    """mean ± sample std (n - 1, as in the Welch intervals) over the seeds that measured a value; no ± for one
-    seed; the markers otherwise."""
-    present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
-    if not present:
-        return Stat(NOT_MEASURED)
-    if UNTRUSTED in present:
-        return Stat(UNTRUSTED)
-    numbers = np.array([v for v in present if not isinstance(v, str)], dtype=float)
-    if not len(numbers):
-        return Stat(NOT_APPLICABLE)
-    mean = float(numbers.mean())
-    std = float(numbers.std(ddof=1)) if len(numbers) > 1 else None
-    return Stat(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""), mean, std, digits)
 
 
 def header(metric: str) -> str:
@@ -380,12 +357,3 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
             if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))):
                 raise RepbenchError(f"{path}: entry {r} has a {key} that is not a number")
     return rows
-
-
-def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
-                 paper: list[dict] | None = None, compare=(), figures_dir: Path | None = None) -> str:
-    """The report as text in one of the text formats (markdown, csv, latex)."""
-    from .render import FORMATS, render
-    if fmt not in FORMATS:
-        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS)}")
-    return render(build(records, title, paper, compare, figures_dir, figure), fmt)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import first_line
+from ..files import write_json
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow's defaults retry a failing HTTP call for minutes; a tracking outage should cost a run seconds.
@@ -340,9 +341,7 @@ def sync(path: Path, uri: str) -> bool:
     if not _waits_on(state, uri) or not _bring_in_line(uri, path.parent, state):
         return False
     state["mlflow_sync"] = "done"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
+    write_json(path, state)
     return True
 
 

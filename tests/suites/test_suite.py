@@ -19,7 +19,7 @@ from repbench.suites.gate import check_suite, write_baseline
 from repbench.cli import cli
 from repbench.runs.records import this_process
 from repbench.errors import RepbenchError
-from repbench.report.tables import build_report, records_from_mlflow, records_from_suite
+from repbench.report import build_report, records_from_mlflow, records_from_suite
 from repbench.suites.schema import load_suite
 from repbench.suites.runner import run_suite
 

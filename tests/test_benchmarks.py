@@ -7,7 +7,7 @@ import torch
 
 
 def load(name: str):
-    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

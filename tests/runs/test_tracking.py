@@ -1,16 +1,14 @@
 """Runs land in a real MLflow store: a SQLite file, or a real `mlflow server` over HTTP on 127.0.0.1."""
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from repbench.measure.battery import BatteryConfig
-from repbench.errors import RepbenchError
 from repbench.runs.runner import RunSpec, run
-from repbench.testing import free_port, start_mlflow_server  # noqa: F401 - free_port is shared with other tests
+
+from mlflow_server import free_port, start_server
 
 
 def smoke_spec(results_dir, **kw):
@@ -96,16 +94,6 @@ def test_tracking_failure_keeps_the_results(results_dir):
     assert saved["metrics"]["bpd"] == record["metrics"]["bpd"] > 0
 
 
-def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on 127.0.0.1 with artifact proxying, its store in tmp_path; the caller stops it."""
-    if shutil.which("mlflow") is None:
-        pytest.skip("the mlflow command is not on PATH")
-    try:
-        return start_mlflow_server(tmp_path, port)
-    except RepbenchError as exc:
-        pytest.fail(str(exc))
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
@@ -119,7 +107,7 @@ def mlflow_server(tmp_path):
 def test_a_test_server_stops_with_every_process_it_started(tmp_path):
     """`mlflow server` runs uvicorn and a job runner with its consumers; stopping the parent alone (as a start
     that timed out did) left them serving for hours."""
-    from repbench.testing import server_processes, stop_mlflow_server
+    from mlflow_server import server_processes, stop_mlflow_server
     proc = start_server(tmp_path, free_port())
     try:
         started = server_processes(proc)

@@ -61,7 +61,7 @@ def group_of(port: int) -> int | None:
 
 
 def test_ui_opens_on_the_runs_list(suite_results, browser, tmp_path):
-    from test_tracking import free_port
+    from mlflow_server import free_port
     _, results = suite_results
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "repbench.cli", "ui", "--port", str(port), "--results-dir",
