@@ -212,10 +212,10 @@ class VAEFamily(TorchLearner):
         t = module.elbo_terms(to_unit(x_uint8))
         return (t["nll_nats"] + t["kl_nats"]).mean()
 
-    def curve_metrics(self, module: VAEModel, x_uint8: torch.Tensor) -> dict[str, float]:
+    def curve_metrics(self, module: VAEModel, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mutual information (nats) of the test images, for the training curves (the paper's Figure 6)."""
         mean, std = module.posterior(to_unit(x_uint8))
-        return {"test_mutual_info": float(kl_to_standard_normal(mean.double(), std.double()).mean())}
+        return {"test_mutual_info": kl_to_standard_normal(mean.double(), std.double()).mean()}
 
     # The design's plain-tensor API, delegated to the module.
     def posterior(self, x):

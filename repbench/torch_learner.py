@@ -78,9 +78,9 @@ class TorchLearner(Learner):
         on_gpu = self.preset == "paper" and self.device.type == "cuda"
         return torch.bfloat16 if self.bf16_paper_on_gpu and on_gpu else None
 
-    def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, float]:
+    def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """Extra per-epoch values of a test batch for the training curves, every `curve_every` epochs; the
-        loop averages them over batches. None by default."""
+        loop averages them over batches (tensors stay on the device until the average). None by default."""
         return {}
 
     @abc.abstractmethod
