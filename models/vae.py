@@ -148,8 +148,7 @@ class VAEModel(nn.Module):
                     x[:, :, i, j] = dmol_sample(p, self.cfg.n_mix, noise=noise)[:, :, 0, 0]
             return x
         steps = raster_steps(h, w) if order == "raster" else wavefront_steps(h, w, self.head.horizon)
-        for rows, cols in steps:
-            rows, cols = rows.to(z.device), cols.to(z.device)
+        for rows, cols in [(r.to(z.device), c.to(z.device)) for r, c in steps]:  # copied before the first step
             p = self.head.params_at(x, feats, rows, cols)[..., None]              # [B, P, n, 1]
             noise = u_k[:, :, rows, cols][..., None], u_x[:, :, rows, cols][..., None]
             x[:, :, rows, cols] = dmol_sample(p, self.cfg.n_mix, noise=noise)[..., 0]

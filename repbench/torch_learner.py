@@ -230,10 +230,10 @@ class TorchLearner(Learner):
         x = self.check_images(x)
         self.module.eval()
         bs = batch_size or self.train_config.eval_batch_size
-        outs = []
+        outs, x = [], x.to(self.device)  # one copy of the images, not one per batch
         with torch.inference_mode():
             for i in range(0, len(x), bs):
-                outs.append(fn(x[i:i + bs].to(self.device)))
+                outs.append(fn(x[i:i + bs]))
         if isinstance(outs[0], tuple):
             return tuple(torch.cat(parts) for parts in zip(*outs))
         return torch.cat(outs)
