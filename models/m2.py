@@ -339,11 +339,11 @@ class M2(TorchLearner):
         t = module.terms(batch)
         return (t["unlabelled"] + t["labelled"] + self._alpha * t["cross_entropy"]).mean() / 2
 
-    def curve_metrics(self, module: M2Model, x_uint8: torch.Tensor) -> dict[str, float]:
+    def curve_metrics(self, module: M2Model, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
         """KL(q(z|x, y_hat) || p(z)) of the test images: the information in z beside the class guess."""
         x = to_unit(x_uint8)
         mean, std = module.q_z(x, module.guess(x))
-        return {"test_mutual_info": float(kl_to_standard_normal(mean.double(), std.double()).mean())}
+        return {"test_mutual_info": kl_to_standard_normal(mean.double(), std.double()).mean()}
 
     # ------------------------------------------------------------------------------------ abilities
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -170,9 +170,12 @@ def likelihood_pass(learner, x_all: torch.Tensor, k: int, generator: torch.Gener
     dist = torch.distributions.Normal
     elbos, log_ws = [], []
     noise = NoiseStream(k, generator)
+    # The images go to the device once and the results come back once: no copy, and so no wait, per batch.
+    x_all = x_all.to(learner.device)
+    prior = dist(torch.zeros((), device=learner.device), torch.ones((), device=learner.device))
     with torch.inference_mode():
         for i in tqdm(range(0, len(x_all), batch_size), desc="likelihood", disable=not progress, leave=False):
-            x = x_all[i:i + batch_size].to(learner.device)
+            x = x_all[i:i + batch_size]
             mean, std = learner.posterior(x)
             kl = kl_to_standard_normal(mean, std)
             batch_elbo, batch_w = [], []
@@ -180,11 +183,11 @@ def likelihood_pass(learner, x_all: torch.Tensor, k: int, generator: torch.Gener
                 z = mean + std * eps
                 nll = learner.elbo_terms(x, z)["nll_nats"]
                 batch_elbo.append(nll + kl)
-                batch_w.append(-nll + dist(0.0, 1.0).log_prob(z).sum(-1) - dist(mean, std).log_prob(z).sum(-1))
-            elbos.append(torch.stack(batch_elbo).mean(0).cpu())
-            log_ws.append(torch.stack(batch_w).cpu())
+                batch_w.append(-nll + prior.log_prob(z).sum(-1) - dist(mean, std).log_prob(z).sum(-1))
+            elbos.append(torch.stack(batch_elbo).mean(0))
+            log_ws.append(torch.stack(batch_w))
     c, h, w = x_all.shape[1:]
-    return LikelihoodPass(torch.cat(elbos), torch.cat(log_ws, 1), c * h * w)
+    return LikelihoodPass(torch.cat(elbos).cpu(), torch.cat(log_ws, 1).cpu(), c * h * w)
 
 
 # ------------------------------------------------------------------------------------------ extraction

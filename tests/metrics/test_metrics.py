@@ -112,6 +112,17 @@ def test_nonlinear_probe_leaves_the_global_random_state_alone(monkeypatch):
     assert nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2) == a
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the probe's GPU generator is not tested here")
+def test_nonlinear_probe_on_a_gpu_leaves_the_cuda_generator_alone():
+    x, y = noisy_clusters(n=600)
+    state = torch.cuda.get_rng_state()
+    a = nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2, device="cuda")
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    assert nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2, device="cuda") == a
+    assert 30 < a < 100
+
+
 def test_linear_probe_is_reproducible():
     x, y = labelled(seed=4, separable=False)
     assert linear_probe(x[:800], y[:800], x[800:], y[800:], seed=1) == linear_probe(x[:800], y[:800], x[800:], y[800:],
