@@ -79,45 +79,23 @@ def shared(*names):
 
 
 def battery_options(fn):
-    """Options that choose and size the metric battery, shared by `run` and `eval`."""
-    from .metrics import LINEAR_METHODS, battery_metrics, default_metrics
-    opts = [
-        click.option("--metrics", default=",".join(default_metrics()), show_default=True,
-                     help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}."),
-        click.option("--probe-seeds", type=int, default=None, help="Repeats of each probe [3; smoke: 1]."),
-        click.option("--iw-samples", type=int, default=None,
-                     help="Samples k of the importance-weighted bound bpd_iw [10; smoke: 4]."),
-        click.option("--linear-method", type=click.Choice(LINEAR_METHODS), default=None,
-                     help="linearsvc: standardized LinearSVC [default]; svc: SVC(kernel='linear') on the raw "
-                          "features, as in the paper's code [paper]; torch: LinearSVC's objective by L-BFGS (fast "
-                          "on many dimensions)."),
-        click.option("--probe-epochs", type=int, default=None,
-                     help="Epochs of the MLP probe [20; smoke: 3; paper: 100]."),
-        click.option("--probe-dropout", type=float, default=None,
-                     help="Dropout of the MLP probe [0.1, the paper's text; its code has 0 by a typo]."),
-        click.option("--id-threshold", type=float, default=None,
-                     help="intrinsic_dim counts eigenvalues at least this fraction of the largest [0.01]."),
-        click.option("--label-counts", default=None, metavar="N,N,...",
-                     help="Labelled training images for label_efficiency [100,600,1000,3000]."),
-    ]
+    """Options that choose and size the metric battery, shared by `run` and `eval`: --metrics, and one option per
+    battery setting that declares a flag (measure/battery.py), with its help and the presets' values."""
+    from .measure import battery_flags
+    from .metrics import battery_metrics, default_metrics
+    opts = [click.option("--metrics", default=",".join(default_metrics()), show_default=True,
+                         help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}.")]
+    opts += [click.option(f.flag, f.name, type=click.Choice(f.choices) if f.choices else f.kind, default=None,
+                          metavar=f.metavar, help=f.help) for f in battery_flags()]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts=None,
-                      probe_dropout=None, id_threshold=None) -> dict:
-    """The battery options the user set; the rest come from the preset's battery."""
-    counts = None
-    if label_counts is not None:
-        try:
-            counts = tuple(int(n) for n in label_counts.split(",") if n.strip())
-        except ValueError:
-            raise RepbenchError(f"--label-counts expects integers like 100,1000, got '{label_counts}'") from None
-    given = {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), "probe_seeds": probe_seeds,
-             "iw_samples": iw_samples, "linear_method": linear_method, "nonlinear_epochs": probe_epochs,
-             "label_counts": counts, "nonlinear_dropout": probe_dropout, "id_threshold": id_threshold}
-    return {k: v for k, v in given.items() if v is not None}
+def battery_overrides(metrics: str, **given) -> dict:
+    """The battery options the user set, as BatteryConfig fields; the rest come from the preset's battery."""
+    from .measure import flag_values
+    return {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), **flag_values(given)}
 
 
 class OneLineGroup(click.Group):
@@ -174,8 +152,7 @@ def cli():
 @battery_options
 @friendly(RESUME_ADVICE["run"])
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
-        download, resume, no_augment, grid, quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs,
-        label_counts, probe_dropout, id_threshold):
+        download, resume, no_augment, grid, quiet, metrics, **given):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .measure import battery_for
     from .runs import RunSpec, run as run_one
@@ -190,9 +167,7 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     spec = RunSpec(learner=model, options=opts, dataset=dataset, preset=preset, seed=seed, device=device,
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
-                   battery=battery_for(preset, battery_overrides(metrics, probe_seeds, iw_samples, linear_method,
-                                                                 probe_epochs, label_counts, probe_dropout,
-                                                                 id_threshold)))
+                   battery=battery_for(preset, battery_overrides(metrics, **given)))
     done = None if resume else finished_run(spec)
     if done is not None:
         click.echo(f"note: {done.name} is a finished run of this configuration; `repbench run` trains it again, "
@@ -215,15 +190,13 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 @battery_options
 @friendly()
 def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri, experiment, results_dir, data_root,
-             quiet, metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts, probe_dropout,
-             id_threshold):
+             quiet, metrics, **given):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache), or score
     representations made outside repbench."""
     from .runs import evaluate_saved
     if sum(map(bool, (run_ref, checkpoint, features))) != 1:
         raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
-    battery = battery_overrides(metrics, probe_seeds, iw_samples, linear_method, probe_epochs, label_counts,
-                                probe_dropout, id_threshold)
+    battery = battery_overrides(metrics, **given)
     default_list = metrics == ",".join(_default_metrics())
     if features:
         from .runs import evaluate_features

@@ -33,7 +33,7 @@ def check_fields(cfg) -> None:
     """Check every bounded field of a config built directly (overrides are checked as they are applied)."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.metadata and value is not None:
+        if "min" in f.metadata and value is not None:  # a bounded field (bounded() sets min, None or not)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RepbenchError(f"{f.name} must be {_describe(f.default or 0, f.metadata)}, got {value!r}")
             _check_bounds(f.name, value, f.metadata)

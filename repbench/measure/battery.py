@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,19 +26,36 @@ from ..registry import unknown_name
 from ..files import WriteError, atomic_save
 
 
+def setting(default, *, flag: str | None = None, help: str = "", suite: bool = True, metavar: str | None = None,
+            choices: tuple[str, ...] | None = None, **bounds):
+    """A battery setting, declared once: its default and bounds (as config.bounded), its command-line option
+    (`flag`; None: it has none) with its help, and whether a suite file's `battery:` may set it. The CLI's
+    options and the suite file's keys are generated from these (battery_flags, BATTERY_KEYS)."""
+    meta = {"flag": flag, "help": help, "suite": suite, "metavar": metavar, "choices": choices}
+    return field(default=default, metadata={**(bounded(default, **bounds).metadata if bounds else {}), **meta})
+
+
 @dataclass(frozen=True)
 class BatteryConfig:
     metrics: tuple[str, ...] = field(default_factory=default_metrics)
-    probe_seeds: int = bounded(3, min=1)
-    iw_samples: int = bounded(10, min=1)       # k of the importance-weighted bound (bpd_iw needs k >= 2)
-    test_samples: int = bounded(100, min=1)    # k of the `sample_k100` representation type
-    linear_method: str = "linearsvc"
-    nonlinear_epochs: int = bounded(20, min=1)
-    nonlinear_dropout: float = bounded(0.1, min=0)   # the MLP probe's dropout rate, below 1
-    nonlinear_standardize: bool = True                # the MLP probe on standardized features (the paper's code: raw)
-    id_threshold: float = bounded(0.01, above=0)      # intrinsic_dim counts eigenvalues >= this x the largest
-    eval_batch_size: int = bounded(500, min=1)  # images per likelihood batch; changes no value (NoiseStream)
-    label_counts: tuple[int, ...] = (100, 600, 1000, 3000)  # labelled training images of `label_efficiency`
+    probe_seeds: int = setting(3, min=1, flag="--probe-seeds", help="Repeats of each probe.")
+    iw_samples: int = setting(10, min=1, flag="--iw-samples",  # bpd_iw needs k >= 2
+                              help="Samples k of the importance-weighted bound bpd_iw.")
+    test_samples: int = setting(100, min=1)    # k of the `sample_k100` representation type
+    linear_method: str = setting("linearsvc", flag="--linear-method", choices=LINEAR_METHODS,
+                                 help="linearsvc: standardized LinearSVC; svc: SVC(kernel='linear') on the raw "
+                                      "features, as in the paper's code; torch: LinearSVC's objective by L-BFGS "
+                                      "(fast on many dimensions).")
+    nonlinear_epochs: int = setting(20, min=1, flag="--probe-epochs", help="Epochs of the MLP probe.")
+    nonlinear_dropout: float = setting(0.1, min=0, flag="--probe-dropout",  # a rate below 1
+                                       help="Dropout of the MLP probe (0.1: the paper's text; its code has 0 by a "
+                                            "typo).")
+    nonlinear_standardize: bool = setting(True)  # the MLP probe on standardized features (the paper's code: raw)
+    id_threshold: float = setting(0.01, above=0, flag="--id-threshold",
+                                  help="intrinsic_dim counts eigenvalues at least this fraction of the largest.")
+    eval_batch_size: int = setting(500, min=1, suite=False)  # images per likelihood batch; changes no value
+    label_counts: tuple[int, ...] = setting((100, 600, 1000, 3000), flag="--label-counts", metavar="N,N,...",
+                                            help="Labelled training images for label_efficiency.")
 
     def __post_init__(self):
         known = battery_metrics()
@@ -59,8 +76,10 @@ class BatteryConfig:
             raise RepbenchError(f"nonlinear_dropout must be a number >= 0 and < 1, got {self.nonlinear_dropout!r}")
         if not self.id_threshold < 1:
             raise RepbenchError(f"id_threshold must be a number > 0 and < 1, got {self.id_threshold!r}")
-        if self.linear_method not in LINEAR_METHODS:
-            raise RepbenchError(f"unknown linear_method '{self.linear_method}'; use {', '.join(LINEAR_METHODS)}")
+        for f in fields(self):
+            if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
+                raise RepbenchError(f"unknown {f.name} '{getattr(self, f.name)}'; use "
+                                    f"{', '.join(f.metadata['choices'])}")
 
 
 # The paper's protocol: its text first, its official code where the text is silent. A linear SVM is
@@ -77,6 +96,54 @@ BATTERY_PRESETS = {  # the battery's size follows the training preset's unless o
     "medium": BatteryConfig(),
     "paper": PAPER_BATTERY,
 }
+
+
+# The keys of a suite file's `battery:` (its `metrics` is a key of its own, beside `battery`).
+BATTERY_KEYS = tuple(f.name for f in fields(BatteryConfig) if f.metadata.get("suite"))
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A battery setting's command-line option, from its declaration."""
+    name: str                   # the BatteryConfig field it sets
+    flag: str
+    help: str                   # with the presets' values: [default; smoke: 1; paper: 100]
+    kind: type
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def battery_flags() -> list[Flag]:
+    out = []
+    for f in fields(BatteryConfig):
+        if f.metadata.get("flag"):
+            values = [(p, getattr(cfg, f.name)) for p, cfg in BATTERY_PRESETS.items()]
+            shown = [_shown(getattr(BatteryConfig(), f.name))] + [f"{p}: {_shown(v)}" for p, v in values
+                                                                   if v != getattr(BatteryConfig(), f.name)]
+            out.append(Flag(f.name, f.metadata["flag"], f"{f.metadata['help']} [{'; '.join(shown)}]",
+                            str if isinstance(f.default, tuple) else type(f.default), f.metadata.get("metavar"),
+                            f.metadata.get("choices")))
+    return out
+
+
+def flag_values(given: dict) -> dict:
+    """The battery options a command was given (None: not given), as BatteryConfig fields; a list option
+    (--label-counts 100,1000) is read into integers."""
+    out = {}
+    for flag in battery_flags():
+        value = given.get(flag.name)
+        if value is not None and isinstance(getattr(BatteryConfig(), flag.name), tuple):
+            try:
+                value = tuple(int(n) for n in value.split(",") if n.strip())
+            except ValueError:
+                raise RepbenchError(f"{flag.flag} expects integers like 100,1000, got '{value}'") from None
+        if value is not None:
+            out[flag.name] = value
+    return out
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def battery_for(preset: str, overrides: dict | None = None) -> BatteryConfig:
