@@ -1,83 +1,235 @@
-"""Time of each representation metric at Fashion-MNIST scale (60,000 train / 10,000 test, d = 32), on this machine.
+"""The metric battery's time on a finished run, metric by metric, against the training time of the same run.
 
-    python benchmarks/battery_speed.py [--train 60000] [--seeds 1] [--json out.json]
+    python benchmarks/battery_speed.py --run RESULTS/runs/FOLDER [--repeats 3] [--variants train,before,after]
+                                       [--metrics nonlinear_probe,...] [--threads N] [--json out.json]
 
-The representations are real: the top 32 principal components of Fashion-MNIST (the `pca` learner), with a
-posterior std of 0.5 x each component's spread standing in for an encoder's, so the sample-based types are
-exercised at full size. The linear probe runs both in liblinear (`linearsvc`, the default) and in torch
-(`torch`, the same objective by L-BFGS); the table shows their accuracies side by side.
+Every measurement is a fresh process; the variants alternate, repeat after repeat, and each number is the median
+of the repeats, so a change in the machine's load hits every variant alike:
+- `train`: one training epoch of the run's configuration; times its epochs, the training time it stands for;
+- `before`: the battery of the run's preset with the probes as they were (one MLP per seed at the process's
+  thread count, k test samples one pass each, linear probes at every BLAS thread), kept below for the comparison;
+- `after`: the battery as `repbench run` runs it now.
+Both batteries run at --threads (default: every core, what a lone `repbench run` uses), from a cold
+representation cache. Ratios: each battery's total against the training time, and the nonlinear probe's
+seconds before / after. The run's recorded training time (run.json) is shown too, measured under the load the
+machine had then.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from datetime import datetime
+from pathlib import Path
 
-import numpy as np
-import torch
-from tabulate import tabulate
-
-import repbench
-from repbench.measure.battery import BatteryConfig, probe_table
-from repbench.metrics import intrinsic_dim, mutual_info
+HERE = os.path.abspath(__file__)
+VARIANTS = ("train", "before", "after")
+TARGETS = {"after_battery_vs_training": 0.15, "nonlinear_probe_speedup": 5.0}  # at most, at least
 
 
-def representations(n_train: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    data = repbench.load_dataset("fashion-mnist").limit(n_train, None)
-    pca = repbench.create_learner("pca", preset="quick", d=32).fit(data.train_x)
-    reps = {}
-    for split, x in (("train", data.train_x), ("test", data.test_x)):
-        mean = pca.represent(x).float()
-        reps[split] = {"mean": mean}
-    spread = reps["train"]["mean"].std(0)
-    for split in reps:
-        reps[split]["std"] = (0.5 * spread).expand_as(reps[split]["mean"]).contiguous()
-    return reps, data.train_y.numpy(), data.test_y.numpy()
+# ------------------------------------------------------------------------------------------ the probes before
+def old_nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed=0, epochs=20, batch_size=100, lr=1e-3,
+                        hidden=200, dropout=0.1, standardize=True, device="cpu") -> float:
+    """The MLP probe before the battery was made fast: one nn.Sequential per seed, the global generator seeded
+    inside fork_rng, one forward pass per test sample."""
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    from repbench.metrics.probes import _accuracy, _as_samples
+    g = torch.Generator().manual_seed(seed)
+    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
+    test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    mu, sd = (train.mean(0), train.std(0).clamp(min=1e-8)) if standardize else (0.0, 1.0)
+    train, test = ((train - mu) / sd).to(device), ((test - mu) / sd).to(device)
+    classes = int(max(y.max(), int(np.max(test_y)))) + 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.BatchNorm1d(hidden),
+                            nn.Linear(hidden, classes)).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        y = y.to(device)
+        for _ in range(epochs):
+            order = torch.randperm(len(train), generator=g).to(device)
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                if len(idx) < 2:
+                    continue
+                loss = nn.functional.cross_entropy(net(train[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    net.eval()
+    with torch.inference_mode():
+        probs = torch.stack([torch.softmax(net(t), 1) for t in test]).mean(0)
+    return _accuracy(probs.cpu().numpy(), test_y)
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def use_old_probes() -> None:
+    """Put the probe loops of before (a seed at a time, no thread scope) in place of today's."""
+    import torch
+    from repbench.metrics import probes
+
+    def run_probe(probe, args, seed, cfg, device, epochs=None):
+        if probe == "linear_probe":
+            return probes.linear_probe(*args, seed=seed, method=cfg.linear_method)
+        return old_nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs,
+                                   dropout=cfg.nonlinear_dropout, standardize=cfg.nonlinear_standardize, device=device)
+
+    def probe_accuracies(inputs, cfg, probe, rep_type):
+        accs = []
+        for s in range(cfg.probe_seeds):
+            g = torch.Generator().manual_seed(1000 + s)
+            k = cfg.test_samples if rep_type == "sample_k100" else 1
+            train = probes.rep_view(inputs.reps["train"], rep_type, 1, g).numpy()
+            test = probes.rep_view(inputs.reps["test"], rep_type, k, g).numpy()
+            accs.append(run_probe(probe, (train, inputs.data.train_y.numpy(), test, inputs.data.test_y.numpy()), s,
+                                  cfg, inputs.device))
+        return accs
+
+    def few_label_accuracies(inputs, cfg, probe, n):
+        from repbench.data import labelled_subset
+        from repbench.errors import RepbenchError
+        train_y, accs = inputs.data.train_y, []
+        for s in range(cfg.probe_seeds):
+            try:
+                idx = labelled_subset(train_y, n, seed=s)
+            except RepbenchError:
+                return None
+            args = (inputs.reps["train"]["mean"][idx].numpy(), train_y[idx].numpy(),
+                    inputs.reps["test"]["mean"].numpy(), inputs.data.test_y.numpy())
+            epochs = max(cfg.nonlinear_epochs, -(-probes.MIN_STEPS // -(-n // 100)))
+            accs.append(run_probe(probe, args, s, cfg, inputs.device, epochs))
+        return accs
+
+    probes._probe_accuracies, probes.few_label_accuracies = probe_accuracies, few_label_accuracies
 
 
-def main(argv=None) -> list[dict]:
+# ------------------------------------------------------------------------------------------ in the child
+def child(variant: str, folder: Path, metrics: list[str] | None, threads: int) -> dict:
+    import torch
+    from repbench.learners import learner_from_params
+    from repbench.measure import battery_for, run_battery
+    from repbench.data import load_dataset
+    torch.set_num_threads(threads)
+    state = json.loads((folder / "run.json").read_text())
+    params = state["params"]
+    if variant == "train":
+        params = {**params, "options": {**params.get("options", {}), "epochs": 1}}
+    learner = learner_from_params(params)
+    data = load_dataset(state["dataset"]).limit(*learner.data_limits())
+    load = os.getloadavg()[0]
+    start, cpu = time.perf_counter(), time.process_time()
+    if variant == "train":
+        learner.fit(data.train_x, data.test_x, progress=False)
+        out = {}
+    else:
+        if variant == "before":
+            use_old_probes()
+        cfg = battery_for(learner.preset, {"metrics": tuple(metrics)} if metrics else None)
+        learner.load(folder / "checkpoint.pt")
+        with tempfile.TemporaryDirectory() as cache:
+            res = run_battery(learner, data, cfg, seed=learner.seed, cache_dir=Path(cache),
+                              checkpoint=folder / "checkpoint.pt", progress=False)
+        out = {"timings_s": res.timings_s, "metrics": res.metrics}
+    return {**out, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+            "threads": torch.get_num_threads(), "load_1min": [load, os.getloadavg()[0]]}
+
+
+def measure(variant: str, folder: Path, metrics: list[str] | None, threads: int) -> dict:
+    """One measurement in a fresh process."""
+    cmd = [sys.executable, HERE, "--child", variant, "--run", str(folder), "--threads", str(threads)]
+    out = subprocess.run(cmd + (["--metrics", ",".join(metrics)] if metrics else []), capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ the report
+def recorded_training_s(folder: Path) -> float | None:
+    """Seconds from the run's start to its last epoch, as run.json recorded them."""
+    state = json.loads((folder / "run.json").read_text())
+    try:
+        return (datetime.fromisoformat(state["epoch_finished_at"]) -
+                datetime.fromisoformat(state["environment"]["started_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def summarize(runs: dict[str, list[dict]], epochs: int) -> dict:
+    med = lambda rows, f: statistics.median(f(r) for r in rows)
+    out = {}
+    if runs.get("train"):
+        out["training_s"] = med(runs["train"], lambda r: r["seconds"]) * epochs
+    for v in ("before", "after"):
+        if runs.get(v):
+            names = runs[v][0]["timings_s"]
+            out[f"{v}_seconds"] = {m: med(runs[v], lambda r: r["timings_s"][m]) for m in names}
+            out[f"{v}_battery_s"] = med(runs[v], lambda r: r["seconds"])
+            out[f"{v}_metrics"] = runs[v][0]["metrics"]
+            if "training_s" in out:
+                out[f"{v}_battery_vs_training"] = out[f"{v}_battery_s"] / out["training_s"]
+    if runs.get("before") and runs.get("after") and "nonlinear_probe" in out["after_seconds"]:
+        out["nonlinear_probe_speedup"] = (out["before_seconds"]["nonlinear_probe"] /
+                                          max(out["after_seconds"]["nonlinear_probe"], 1e-9))
+    return out
+
+
+def table(summary: dict) -> str:
+    from tabulate import tabulate
+    before, after = summary.get("before_seconds", {}), summary.get("after_seconds", {})
+    rows = [[m, before.get(m), after.get(m), before[m] / after[m] if m in before and after.get(m) else None]
+            for m in dict.fromkeys([*before, *after])]
+    rows.append(["whole battery", summary.get("before_battery_s"), summary.get("after_battery_s"), None])
+    return tabulate(rows, headers=["metric", "before s", "after s", "speed-up"], floatfmt=".3g", tablefmt="github")
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=60000)
-    ap.add_argument("--seeds", type=int, default=1, help="probe seeds (the battery's default is 3)")
+    ap.add_argument("--run", required=True, type=Path, help="a finished run's folder (results/runs/...)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
+    ap.add_argument("--metrics", default=None, help="time only these metrics (default: the preset's battery)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    (reps, ty, vy), t_prep = timed(lambda: representations(args.train))
-    print(f"representations ready in {t_prep:.1f} s: train {tuple(reps['train']['mean'].shape)}, "
-          f"test {tuple(reps['test']['mean'].shape)}", flush=True)
-    rows = []
-    _, t = timed(lambda: mutual_info(reps["test"]["mean"], reps["test"]["std"]))
-    rows.append({"metric": "mutual_info", "what": "test means and stds", "seconds": t})
-    _, t = timed(lambda: intrinsic_dim(reps["test"]["mean"]))
-    rows.append({"metric": "intrinsic_dim", "what": "PCA of test means", "seconds": t})
-    for method in ("linearsvc", "torch"):
-        cfg = BatteryConfig(probe_seeds=args.seeds, linear_method=method)
-        for rep_type in ("mean", "sample_k100"):
-            table, t = timed(lambda: probe_table(reps, ty, vy, cfg, (rep_type,), ("linear_probe",), "cpu", False))
-            rows.append({"metric": f"linear_probe[{method}]", "what": rep_type, "seconds": t / args.seeds,
-                         "accuracy": float(np.mean(table["linear_probe"][rep_type]))})
-            print(rows[-1], flush=True)
-    cfg = BatteryConfig(probe_seeds=args.seeds)
-    for rep_type in ("mean", "sample_k100"):
-        table, t = timed(lambda: probe_table(reps, ty, vy, cfg, (rep_type,), ("nonlinear_probe",), "cpu", False))
-        rows.append({"metric": "nonlinear_probe", "what": rep_type, "seconds": t / args.seeds,
-                     "accuracy": float(np.mean(table["nonlinear_probe"][rep_type]))})
-        print(rows[-1], flush=True)
-    print(f"\n{torch.get_num_threads()} threads; seconds are per probe seed\n")
-    print(tabulate(rows, headers="keys", floatfmt=".3g", tablefmt="github"))
-    by = {r["metric"] + r["what"]: r for r in rows}
-    for t in ("mean", "sample_k100"):
-        gap = by[f"linear_probe[torch]{t}"]["accuracy"] - by[f"linear_probe[linearsvc]{t}"]["accuracy"]
-        print(f"torch - liblinear accuracy on {t}: {gap:+.2f} points")
+    metrics = args.metrics.split(",") if args.metrics else None
+    if args.child:
+        print(json.dumps(child(args.child, args.run, metrics, args.threads)))
+        return {}
+    variants = args.variants.split(",")
+    if not (args.run / "checkpoint.pt").exists() or set(variants) - set(VARIANTS) or args.repeats < 1:
+        ap.error(f"--run needs a finished run's folder, --variants some of {', '.join(VARIANTS)}, --repeats >= 1")
+    sys.path.insert(0, os.path.dirname(HERE))
+    from targets import cpu_name
+    runs = {v: [] for v in variants}
+    for _ in range(args.repeats):
+        for v in variants:
+            runs[v].append(measure(v, args.run, metrics, args.threads))
+            print(f"{v}: {runs[v][-1]['seconds']:.1f} s (load {runs[v][-1]['load_1min'][0]:.1f})", flush=True)
+    epochs = json.loads((args.run / "run.json").read_text())["params"]["train_config"]["epochs"]
+    result = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads, "repeats": args.repeats,
+              "run": args.run.name, "epochs": epochs, "recorded_training_s": recorded_training_s(args.run),
+              **summarize(runs, epochs), "raw": runs}
+    print(f"\n{result['cpu']}; {args.threads} threads; medians of {args.repeats}; training "
+          f"{result.get('training_s', float('nan')):.0f} s ({epochs} epochs x the median epoch; run.json recorded "
+          f"{result['recorded_training_s'] or float('nan'):.0f} s)\n")
+    print(table(result))
+    for key, bound in TARGETS.items():
+        if key in result:
+            met = result[key] <= bound if key.endswith("training") else result[key] >= bound
+            print(f"{'ok  ' if met else 'MISS'} {key}: {result[key]:.3g} (target {'<=' if key.endswith('training') else '>='} {bound})")
+    if "before_battery_vs_training" in result:
+        print(f"     before_battery_vs_training: {result['before_battery_vs_training']:.3g}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return rows
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 from repbench.errors import RepbenchError
-from repbench.testing import free_port, start_mlflow_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's server helper
+from mlflow_server import free_port, start_mlflow_server  # noqa: E402
 
 
 def start_server(folder: Path) -> tuple[subprocess.Popen, str]:

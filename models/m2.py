@@ -59,7 +59,7 @@ from repbench.learners import TorchLearner
 
 from .dmol import num_params, to_unit
 from .pixelcnn import PixelCNNHead
-from .vae import VAEModel, _levels, as_unit, mlp
+from .vae import VAEModel, _levels, as_unit, at_least_float32, mlp
 
 FULL = -1            # the value of h that asks for the full PixelCNN
 ALPHA_RULES = ("code", "text")
@@ -113,12 +113,6 @@ COLOUR_TRAIN = {**TRAIN, "paper": TrainConfig(epochs=20, batch_size=32, lr=1e-3,
 
 
 # ------------------------------------------------------------------------------------------ networks
-def at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """Class logits and posterior parameters leave bf16 autocast as float32: the KL and the entropy sum many
-    terms."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def leaky(channels: int, conv: bool) -> list[nn.Module]:
     return [(nn.BatchNorm2d if conv else nn.BatchNorm1d)(channels), nn.LeakyReLU(0.2)]
 
@@ -229,7 +223,7 @@ class M2Model(nn.Module):
             e = self.encoder(torch.cat([x.flatten(1), onehot], dim=1))
         else:
             e = self.encoder(x, onehot)
-        return at_least_float32(self.mean_head(e)), at_least_float32(F.softplus(self.std_head(e)))
+        return at_least_float32(self.mean_head(e)), F.softplus(at_least_float32(self.std_head(e)))
 
     def code(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.cat([z, F.one_hot(y, self.classes).to(z.dtype)], dim=1)
@@ -345,11 +339,11 @@ class M2(TorchLearner):
         t = module.terms(batch)
         return (t["unlabelled"] + t["labelled"] + self._alpha * t["cross_entropy"]).mean() / 2
 
-    def curve_metrics(self, module: M2Model, x_uint8: torch.Tensor) -> dict[str, float]:
+    def curve_metrics(self, module: M2Model, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
         """KL(q(z|x, y_hat) || p(z)) of the test images: the information in z beside the class guess."""
         x = to_unit(x_uint8)
         mean, std = module.q_z(x, module.guess(x))
-        return {"test_mutual_info": float(kl_to_standard_normal(mean.double(), std.double()).mean())}
+        return {"test_mutual_info": kl_to_standard_normal(mean.double(), std.double()).mean()}
 
     # ------------------------------------------------------------------------------------ abilities
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

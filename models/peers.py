@@ -54,10 +54,10 @@ def adversarial_term(net: nn.Module, codes: torch.Tensor, prior: torch.Tensor, w
     return term - term.detach()
 
 
-def critic_curve(net: nn.Module, codes: torch.Tensor, prior: torch.Tensor) -> dict[str, float]:
+def critic_curve(net: nn.Module, codes: torch.Tensor, prior: torch.Tensor) -> dict[str, torch.Tensor]:
     """The critic's cross-entropy on test codes, for the training curves: near 2 ln 2 = 1.386 nats when the
     codes match the prior, lower when the critic tells them apart."""
-    return {"test_critic_loss": float(critic_loss(net, prior, codes))}
+    return {"test_critic_loss": critic_loss(net, prior, codes)}
 
 
 # ------------------------------------------------------------------------------------------ the encoder

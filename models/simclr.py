@@ -15,6 +15,7 @@ a small crop of a digit is one stroke that any digit could contain.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     z = F.normalize(torch.cat([a, b]).float(), dim=1)
     n = len(a)
     logits = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), -math.inf)
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    partner = torch.arange(2 * n, device=z.device).roll(n)  # made on the device: no copy per batch
     return F.cross_entropy(logits, partner)
 
 
@@ -60,6 +61,12 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
+@functools.lru_cache(maxsize=None)
+def _yiq_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour matrices on `device`, copied there once rather than every batch."""
+    return _YIQ_TO_RGB.to(device), _RGB_TO_YIQ.to(device)
+
+
 def colour_distort(x: torch.Tensor, strength: float) -> torch.Tensor:
     """SimCLR's colour distortion on RGB floats in [0, 1]: with probability 0.8 brightness, contrast and
     saturation factors in 1 +- 0.8 s and a hue rotation of up to +-0.2 s turns (in YIQ space: a linear map per
@@ -80,7 +87,8 @@ def colour_distort(x: torch.Tensor, strength: float) -> torch.Tensor:
     cos, sin, one, zero = angle.cos(), angle.sin(), torch.ones(b, device=dev), torch.zeros(b, device=dev)
     rot = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1),
                        torch.stack([zero, sin, cos], 1)], 1)                                   # [B, 3, 3]
-    hue = _YIQ_TO_RGB.to(dev) @ rot @ _RGB_TO_YIQ.to(dev)
+    to_rgb, to_yiq = _yiq_on(dev)
+    hue = to_rgb @ rot @ to_yiq
     y = torch.einsum("bij,bjhw->bihw", hue, y).clamp(0, 1)
     y = torch.where(torch.rand(b, 1, 1, 1, device=dev) < 0.8, y, x)
     return torch.where(torch.rand(b, 1, 1, 1, device=dev) < 0.2, gray(y), y)

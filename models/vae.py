@@ -67,6 +67,12 @@ def as_unit(x: torch.Tensor) -> torch.Tensor:
     return to_unit(x) if x.dtype == torch.uint8 else x
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Posterior parameters (and M2's class logits) leave bf16 autocast as float32: the KL, the mutual
+    information and the entropy sum many terms of them."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
@@ -96,7 +102,7 @@ class VAEModel(nn.Module):
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = as_unit(x)
         e = self.encoder(x.flatten(1) if self.image_shape[0] == 1 else x)
-        return self.mean_head(e), F.softplus(self.std_head(e))
+        return at_least_float32(self.mean_head(e)), F.softplus(at_least_float32(self.std_head(e)))
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         _, h, w = self.image_shape
@@ -142,8 +148,7 @@ class VAEModel(nn.Module):
                     x[:, :, i, j] = dmol_sample(p, self.cfg.n_mix, noise=noise)[:, :, 0, 0]
             return x
         steps = raster_steps(h, w) if order == "raster" else wavefront_steps(h, w, self.head.horizon)
-        for rows, cols in steps:
-            rows, cols = rows.to(z.device), cols.to(z.device)
+        for rows, cols in [(r.to(z.device), c.to(z.device)) for r, c in steps]:  # copied before the first step
             p = self.head.params_at(x, feats, rows, cols)[..., None]              # [B, P, n, 1]
             noise = u_k[:, :, rows, cols][..., None], u_x[:, :, rows, cols][..., None]
             x[:, :, rows, cols] = dmol_sample(p, self.cfg.n_mix, noise=noise)[..., 0]
@@ -206,10 +211,10 @@ class VAEFamily(TorchLearner):
         t = module.elbo_terms(to_unit(x_uint8))
         return (t["nll_nats"] + t["kl_nats"]).mean()
 
-    def curve_metrics(self, module: VAEModel, x_uint8: torch.Tensor) -> dict[str, float]:
+    def curve_metrics(self, module: VAEModel, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mutual information (nats) of the test images, for the training curves (the paper's Figure 6)."""
         mean, std = module.posterior(to_unit(x_uint8))
-        return {"test_mutual_info": float(kl_to_standard_normal(mean.double(), std.double()).mean())}
+        return {"test_mutual_info": kl_to_standard_normal(mean.double(), std.double()).mean()}
 
     # The design's plain-tensor API, delegated to the module.
     def posterior(self, x):

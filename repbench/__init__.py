@@ -3,9 +3,8 @@
 The package follows the path of one run, each stage a package that imports only the stages below it:
 data -> learners (the contract, training) -> measure (the battery over metrics/) -> runs (one run and its record)
 -> suites (many runs, the gate) -> report. errors.py, registry.py and config.py serve them all."""
-from .malloc import tune as _tune_malloc
+__version__ = "0.1.0"  # first: runs/records.py reads it while this file may still be importing
 
-_tune_malloc()  # before torch allocates anything: see repbench/malloc.py
 from .config import PRESETS, TrainConfig
 from .data import ImageData, list_datasets, load_dataset
 from .errors import RepbenchError
@@ -14,7 +13,6 @@ from .learners import (ABILITIES, LEARNERS, ImageGenerator, LabelUser, Learner, 
 from .measure import BatteryConfig, run_battery
 from .registry import Registry
 
-__version__ = "0.1.0"
 __all__ = ["ABILITIES", "LEARNERS", "ImageGenerator", "LabelUser", "Learner", "Likelihood", "Posterior",
            "TorchLearner", "create_learner", "has_ability", "list_learners", "load_learner", "PRESETS",
            "TrainConfig", "ImageData", "list_datasets", "load_dataset", "Registry", "RepbenchError", "evaluate",

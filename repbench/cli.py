@@ -79,55 +79,23 @@ def shared(*names):
 
 
 def battery_options(fn):
-    """Options that choose and size the metric battery, shared by `run` and `eval`."""
-    from .metrics import KNN_DISTANCES, LINEAR_METHODS, PROBE_PROTOCOLS, battery_metrics, default_metrics
-    opts = [
-        click.option("--metrics", default=",".join(default_metrics()), show_default=True,
-                     help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}."),
-        click.option("--probe-seeds", type=int, default=None, help="Repeats of each probe [3; smoke: 1]."),
-        click.option("--iw-samples", type=int, default=None,
-                     help="Samples k of the importance-weighted bound bpd_iw [10; smoke: 4]."),
-        click.option("--linear-method", type=click.Choice(LINEAR_METHODS), default=None,
-                     help="linearsvc: standardized LinearSVC [default]; svc: SVC(kernel='linear') on the raw "
-                          "features, as in the paper's code [paper]; torch: LinearSVC's objective by L-BFGS (fast "
-                          "on many dimensions)."),
-        click.option("--probe-epochs", type=int, default=None,
-                     help="Epochs of the MLP probe [20; smoke: 3; paper: 100]."),
-        click.option("--probe-dropout", type=float, default=None,
-                     help="Dropout of the MLP probe [0.1, the paper's text; its code has 0 by a typo]."),
-        click.option("--id-threshold", type=float, default=None,
-                     help="intrinsic_dim counts eigenvalues at least this fraction of the largest [0.01]."),
-        click.option("--label-counts", default=None, metavar="N,N,...",
-                     help="Labelled training images for label_efficiency [100,600,1000,3000]."),
-        click.option("--probe-protocol", type=click.Choice(PROBE_PROTOCOLS), default=None,
-                     help="fixed: the probes' hyper-parameters as set [default]; tuned: the linear probe's C and "
-                          "the MLP's learning rate and weight decay chosen on a fifth of the training "
-                          "representations (the same rows for every learner), then refit on all of them."),
-        click.option("--knn-k", type=int, default=None, help="Neighbours of the k-NN probe [20]."),
-        click.option("--knn-distance", type=click.Choice(KNN_DISTANCES), default=None,
-                     help="The k-NN probe's distance: cosine (votes exp(cos / 0.07)) [default] or euclidean "
-                          "(votes 1 / distance)."),
-    ]
+    """Options that choose and size the metric battery, shared by `run` and `eval`: --metrics, and one option per
+    battery setting that declares a flag (measure/battery.py), with its help and the presets' values."""
+    from .measure import battery_flags
+    from .metrics import battery_metrics, default_metrics
+    opts = [click.option("--metrics", default=",".join(default_metrics()), show_default=True,
+                         help=f"Comma-separated metrics to run, among: {', '.join(battery_metrics())}.")]
+    opts += [click.option(f.flag, f.name, type=click.Choice(f.choices) if f.choices else f.kind, default=None,
+                          metavar=f.metavar, help=f.help) for f in battery_flags()]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-# battery options whose names differ from the BatteryConfig field they set
-BATTERY_FIELDS = {"probe_epochs": "nonlinear_epochs", "probe_dropout": "nonlinear_dropout"}
-
-
-def battery_overrides(metrics, label_counts=None, **options) -> dict:
-    """The battery options the user set (`battery_options`); the rest come from the preset's battery."""
-    counts = None
-    if label_counts is not None:
-        try:
-            counts = tuple(int(n) for n in label_counts.split(",") if n.strip())
-        except ValueError:
-            raise RepbenchError(f"--label-counts expects integers like 100,1000, got '{label_counts}'") from None
-    given = {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), "label_counts": counts,
-             **{BATTERY_FIELDS.get(k, k): v for k, v in options.items()}}
-    return {k: v for k, v in given.items() if v is not None}
+def battery_overrides(metrics: str, **given) -> dict:
+    """The battery options the user set, as BatteryConfig fields; the rest come from the preset's battery."""
+    from .measure import flag_values
+    return {"metrics": tuple(m.strip() for m in metrics.split(",") if m.strip()), **flag_values(given)}
 
 
 class OneLineGroup(click.Group):
@@ -184,10 +152,11 @@ def cli():
 @battery_options
 @friendly(RESUME_ADVICE["run"])
 def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, experiment, results_dir, data_root,
-        download, resume, no_augment, grid, quiet, metrics, **battery):
+        download, resume, no_augment, grid, quiet, metrics, **given):
     """Train one learner on one dataset, run the metrics, and log everything to MLflow."""
     from .measure import battery_for
     from .runs import RunSpec, run as run_one
+    from .runs.runner import finished_run
     opts = parse_pairs(options, "--option")
     for key, value in (("h", h), ("epochs", epochs)):
         if value is None:
@@ -198,8 +167,14 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
     spec = RunSpec(learner=model, options=opts, dataset=dataset, preset=preset, seed=seed, device=device,
                    results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, data_root=data_root,
                    download=download, resume=resume, progress=not quiet, grid=grid, augment=not no_augment,
-                   battery=battery_for(preset, battery_overrides(metrics, **battery)))
-    print_result(run_one(spec))
+                   battery=battery_for(preset, battery_overrides(metrics, **given)))
+    done = None if resume else finished_run(spec)
+    if done is not None:
+        click.echo(f"note: {done.name} is a finished run of this configuration; `repbench run` trains it again, "
+                   f"in a new folder (a run asked for by hand is never skipped: repeating one checks that it "
+                   f"reproduces); to reuse it instead, `repbench eval --run {done.name}` measures more metrics on "
+                   f"it without training, and a suite with this cell reuses it", err=True)
+    print_result(run_one(spec), tracking_uri=tracking_uri)
 
 
 @cli.command(name="eval")
@@ -216,13 +191,13 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 @battery_options
 @friendly()
 def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri, experiment, results_dir, data_root,
-             quiet, metrics, **options):
+             quiet, metrics, **given):
     """Re-run the metric battery on a trained learner (representations come from the on-disk cache), or score
     representations made outside repbench."""
     from .runs import evaluate_saved
     if sum(map(bool, (run_ref, checkpoint, features))) != 1:
         raise RepbenchError("give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz")
-    battery = battery_overrides(metrics, **options)
+    battery = battery_overrides(metrics, **given)
     default_list = metrics == ",".join(_default_metrics())
     if features:
         from .runs import evaluate_features
@@ -235,7 +210,7 @@ def eval_cmd(run_ref, checkpoint, features, name, dataset, device, tracking_uri,
         record = evaluate_saved(run_ref=run_ref, checkpoint=checkpoint, dataset=dataset, results_dir=results_dir,
                                 battery=battery, device=device, tracking_uri=tracking_uri, data_root=data_root,
                                 progress=not quiet)
-    print_result(record, only=None if default_list else battery.get("metrics"))
+    print_result(record, only=None if default_list else battery.get("metrics"), tracking_uri=tracking_uri)
 
 
 def _default_metrics():
@@ -243,7 +218,21 @@ def _default_metrics():
     return default_metrics()
 
 
-def print_result(record: dict, only=None) -> None:
+def run_link(run_id: str, tracking_uri: str | None) -> str:
+    """`: <address of the run's page>` on a tracking server (a local store has no address: `repbench ui`)."""
+    import os
+    from .runs import connect, is_remote
+    from .ui import run_page
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not is_remote(uri):
+        return ""
+    try:
+        return f": {run_page(uri.rstrip('/'), connect(uri).get_run(run_id).info.experiment_id, run_id)}"
+    except Exception:  # a server gone since the run ended: the id alone still finds the run
+        return ""
+
+
+def print_result(record: dict, only=None, tracking_uri: str | None = None) -> None:
     """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run. A probe
     whose solver did not converge says so beside its number, which no table or gate takes."""
     from tabulate import tabulate
@@ -273,7 +262,7 @@ def print_result(record: dict, only=None) -> None:
     if record.get("timings_s"):
         click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record["timings_s"].items()))
     if record.get("mlflow_run_id"):
-        click.echo(f"MLflow run {record['mlflow_run_id']}")
+        click.echo(f"MLflow run {record['mlflow_run_id']}{run_link(record['mlflow_run_id'], tracking_uri)}")
     if record.get("tracking_error"):
         click.echo(f"warning: MLflow tracking failed ({record['tracking_error']}); results are in the run folder")
 
@@ -417,6 +406,11 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
     if suite_file and tags:
         raise RepbenchError("--tag filters runs without --suite; a suite's runs are its cells, found by their "
                             "configuration")
+    if fmt == "html" and out is None:
+        raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
+    if out is not None and fmt != "html":  # before any work: the report would be printed, then lost
+        out_file(out)
+    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
     if suite_file:  # from the run folders, or with --tracking-uri from that store alone
         spec = load_suite(suite_file)
         records, title, compare = records_from_suite(spec, results_dir, tracking_uri), spec.name, spec.compare
@@ -432,23 +426,31 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
         records = records_from_mlflow(tracking_uri or default_tracking_uri(results_dir), experiment, tag_filter,
                                       history=figures_dir is not None)
-        title = experiment
-    paper = load_paper_numbers(None if paper_file == "default" else paper_file) if paper_file else None
+        title = experiment + (f" ({', '.join(f'{k}={v}' for k, v in tag_filter.items())})" if tag_filter else "")
     if fmt == "html":
         from .report import write_page, build
-        if out is None:
-            raise RepbenchError("--format html writes a page into a folder: give it with --out DIR")
         page = write_page(build(records, title, paper, compare, figures_dir or Path(out) / "figures", figure),
                           out, f"repbench leaderboard: {title}")
         click.echo(f"leaderboard page written to {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained)")
         return
     text = build_report(records, fmt, figure, title, paper, compare, figures_dir)
-    click.echo(text)
-    if out:
+    if out:  # written first: a file that cannot be written fails before the report scrolls past
         try:
             Path(out).write_text(text)
         except OSError as exc:
             raise RepbenchError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(text)
+
+
+def out_file(path: Path) -> None:
+    """A file `--out` can write: its folder is made if missing; a folder in its place or no way to make one is an
+    error."""
+    if path.is_dir():
+        raise RepbenchError(f"--out {path} is a folder; give a file name (a folder is for --format html)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepbenchError(f"--out {path}: cannot create its folder {path.parent}: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -485,7 +487,9 @@ def ui(port, tracking_uri, results_dir, experiment):
 
 
 def main():
+    from .malloc import tune
     from .runs import interrupt_on_sigterm
+    tune()  # before a command allocates tensors: see malloc.py
     interrupt_on_sigterm()
     cli(prog_name="repbench")
 

@@ -4,8 +4,9 @@ By default glibc serves allocations above a (dynamic, at most 32 MB) threshold w
 them on free, so a training step of the paper's width-256 head, whose activations are tens of MB, faults in
 about a million fresh pages every step (measured: 1.16 million page faults and 3.7 s of kernel time out of
 12.6 s). Raising the mmap and trim thresholds keeps those blocks in the heap: 0 faults per step. Done through
-`mallopt` when repbench is imported, before torch allocates; `REPBENCH_MALLOC=system` leaves malloc alone, and a
-preloaded jemalloc or tcmalloc is left in charge.
+`mallopt` when a command starts (cli.main) and when a run starts (runs.runner.run), never on `import repbench`:
+a library user's process is theirs to tune. `REPBENCH_MALLOC=system` leaves malloc alone, and a preloaded
+jemalloc or tcmalloc is left in charge.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ SETTINGS = ("tuned", "system")  # the values of REPBENCH_MALLOC
 
 
 def setting_error() -> str | None:
-    """What is wrong with REPBENCH_MALLOC, for the CLI to say (it is read at import, before any command runs)."""
+    """What is wrong with REPBENCH_MALLOC, for the CLI to say (it is read when a command starts)."""
     value = os.environ.get("REPBENCH_MALLOC", "tuned")
     return None if value in SETTINGS else f"REPBENCH_MALLOC must be 'tuned' or 'system', got '{value}'"
 

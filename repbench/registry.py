@@ -17,6 +17,13 @@ from .errors import RepbenchError
 T = TypeVar("T")
 
 
+def unknown_name(kind: str, name: str, known) -> str:
+    """The error for a name that is not registered: the closest known name, if any, then all of them."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'? (available: " if close else "; available: "
+    return f"unknown {kind} '{name}'{hint}{', '.join(known)}" + (")" if close else "")
+
+
 class UnknownNameError(RepbenchError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
@@ -27,10 +34,13 @@ class PluginWarning(UserWarning):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_point_group: str | None = None, check=None):
+    def __init__(self, kind: str, entry_point_group: str | None = None, check=None, without_install=None):
         self.kind = kind
         self.group = entry_point_group
         self.check = check  # check(name, obj) raises RepbenchError to refuse an entry
+        # without_install(registry) registers the built-in entries when repbench itself is not installed (its
+        # source tree on PYTHONPATH), so its own entry points are missing
+        self.without_install = without_install
         self._items: dict[str, T] = {}
         self._origin: dict[str, str] = {}
         self._plugins_loaded = entry_point_group is None
@@ -54,6 +64,8 @@ class Registry(Generic[T]):
         self._plugins_loaded = True
         # repbench's own entries first, so a plugin can never displace a built-in name
         eps = sorted(entry_points(group=self.group), key=lambda e: (e.dist is None or e.dist.name != "repbench"))
+        if self.without_install is not None and not any(e.dist and e.dist.name == "repbench" for e in eps):
+            self.without_install(self)
         for ep in eps:
             origin = f"plugin '{ep.value}'" + (f" ({ep.dist.name})" if ep.dist else "")
             if ep.name in self._items and self._origin[ep.name] == origin:
@@ -72,10 +84,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load_plugins()
         if name not in self._items:
-            close = difflib.get_close_matches(name, self._items, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{hint}; available: {', '.join(self.names())}")
+            raise UnknownNameError(unknown_name(self.kind, name, self.names()))
         return self._items[name]
 
     def names(self, pattern: str = "*") -> list[str]:

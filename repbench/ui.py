@@ -18,6 +18,19 @@ def runs_page(base: str, experiment_id: str | None) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def run_page(base: str, experiment_id: str, run_id: str) -> str:
+    """The address of one run, in the model-training views (without the parameter MLflow 3 opens its GenAI ones)."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def columns_hint() -> str:
+    """How to see the key metrics in the runs list: MLflow keeps a table's columns in the browser, and no address
+    can choose them."""
+    from .metrics import summary_metrics
+    return (f"to see the key metrics as columns: Columns (above the runs table) -> Metrics -> "
+            f"{', '.join(summary_metrics())}; the browser keeps the choice")
+
+
 def prepare_store(uri: str, experiment: str) -> str | None:
     """Tag the store's repbench experiment as a model-development one (units too); return its id, if any."""
     from .runs import MLflowTracker, connect
@@ -36,6 +49,7 @@ def serve(uri: str, port: int, echo=print, timeout_s: float = 120.0, experiment:
         if problem:
             raise RepbenchError(problem)
         echo(f"the runs are on the MLflow server itself: {runs_page(uri.rstrip('/'), prepare_store(uri, experiment))}")
+        echo(columns_hint())
         return
     exe = shutil.which("mlflow")
     if exe is None:
@@ -50,6 +64,7 @@ def serve(uri: str, port: int, echo=print, timeout_s: float = 120.0, experiment:
         url = f"http://127.0.0.1:{port}"
         wait_until_answers(proc, url, timeout_s)
         echo(f"MLflow UI at {runs_page(url, experiment_id)} (select runs to compare them; Ctrl-C stops it)")
+        echo(columns_hint())
         proc.wait()
         raise RepbenchError(f"the MLflow UI stopped (exit {proc.returncode})")
     except KeyboardInterrupt:

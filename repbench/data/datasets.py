@@ -16,9 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import seeds
 from .augment import crop_flip
 from ..registry import Registry
-from ..errors import RepbenchError
+from ..errors import RepbenchError, first_line
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -36,6 +37,16 @@ class ImageData:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
+    def describe(self) -> dict:
+        """Name, digest (of the images and labels, train and test) and sizes: which data a run used."""
+        import hashlib
+        h = hashlib.sha256()
+        for t in (self.train_x, self.train_y, self.test_x, self.test_y):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return {"name": self.name, "digest": h.hexdigest()[:16],
+                "profile": {"train_images": len(self.train_x), "test_images": len(self.test_x),
+                            "image_shape": list(self.image_shape), "classes": self.num_classes}}
+
     def limit(self, train: int | None, test: int | None) -> "ImageData":
         """The first `train` / `test` images of a fixed permutation (the same for every run and learner)."""
         def take(x, y, n):
@@ -50,7 +61,7 @@ def fixed_subset(total: int, n: int | None) -> torch.Tensor | None:
     """Indices of the first n of a fixed permutation of `total` items; None when n keeps them all."""
     if n is None or n >= total:
         return None
-    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:n]
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seeds.FIXED_SUBSET))[:n]
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,7 @@ def read_svhn(root: Path) -> ImageData:
             m["X"], m["y"]
         except Exception as exc:  # truncated .mat files fail in many ways
             raise RepbenchError(f"cannot read SVHN file {root / fname} ({type(exc).__name__}: "
-                                f"{str(exc)[:100]}); fetch it again with --download") from None
+                                f"{first_line(exc, 100)}); fetch it again with --download") from None
         y = m["y"].reshape(-1).astype(np.int64) % 10  # SVHN labels the digit 0 as 10
         return np.transpose(m["X"], (3, 2, 0, 1)), y
     return ImageData("svhn", *_tensors(*split("train_32x32.mat")), *_tensors(*split("test_32x32.mat")), 10)

@@ -3,10 +3,9 @@ one training loop with its checkpoints (train.py) and TorchLearner, the base cla
 from .learner import (ABILITIES, LEARNERS, REPRESENTATION_KINDS, Classifier, ImageGenerator, LabelUser, Learner,
                       Likelihood, Posterior, ability_problems, create_learner, has_ability, learner_from_params,
                       list_learners, load_learner)
-from .train import NonFiniteLoss, WriteError, atomic_save, load_checkpoint, save_checkpoint
+from .train import NonFiniteLoss, load_checkpoint, save_checkpoint
 from .torch_learner import TorchLearner
 
 __all__ = ["ABILITIES", "LEARNERS", "REPRESENTATION_KINDS", "Classifier", "ImageGenerator", "LabelUser", "Learner",
            "Likelihood", "Posterior", "ability_problems", "create_learner", "has_ability", "learner_from_params",
-           "list_learners", "load_learner", "NonFiniteLoss", "WriteError", "atomic_save", "load_checkpoint",
-           "save_checkpoint", "TorchLearner"]
+           "list_learners", "load_learner", "NonFiniteLoss", "load_checkpoint", "save_checkpoint", "TorchLearner"]

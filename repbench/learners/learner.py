@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -104,8 +105,34 @@ def _check_learner_class(name: str, cls) -> None:
         raise RepbenchError(f"learner '{name}': {'; '.join(problems)}")
 
 
+def register_from_source(registry: Registry) -> None:
+    """The built-in learners of a source tree that was not installed (PYTHONPATH=.): the entry points that
+    pyproject.toml names, with the tree's models/ imported as `repbench_models`."""
+    import importlib
+    import importlib.util
+    import sys
+    root = Path(__file__).resolve().parents[2]  # repbench/learners/learner.py -> the tree's root
+    if not (root / "pyproject.toml").exists() or not (root / "models" / "__init__.py").exists():
+        return
+    try:
+        import tomllib
+    except ImportError:
+        warnings.warn("repbench is not installed and Python < 3.11 cannot read pyproject.toml: no learners; "
+                      "pip install -e . or use Python >= 3.11", stacklevel=3)
+        return
+    if importlib.util.find_spec("repbench_models") is None:
+        spec = importlib.util.spec_from_file_location("repbench_models", root / "models" / "__init__.py",
+                                                      submodule_search_locations=[str(root / "models")])
+        sys.modules["repbench_models"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    table = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"][registry.group]
+    for name, target in table.items():
+        module_name, attr = target.split(":")
+        registry.register(name, getattr(importlib.import_module(module_name), attr), origin="repbench (source tree)")
+
+
 LEARNERS: Registry[type["Learner"]] = Registry("learner", entry_point_group="repbench.learners",
-                                              check=_check_learner_class)
+                                              check=_check_learner_class, without_install=register_from_source)
 
 
 # ------------------------------------------------------------------------------------------ the contract

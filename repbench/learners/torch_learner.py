@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .. import seeds
 from .learner import Learner, has_ability
 from ..data import fixed_subset
 from ..config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
@@ -78,9 +79,9 @@ class TorchLearner(Learner):
         on_gpu = self.preset == "paper" and self.device.type == "cuda"
         return torch.bfloat16 if self.bf16_paper_on_gpu and on_gpu else None
 
-    def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, float]:
+    def curve_metrics(self, module: torch.nn.Module, x_uint8: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """Extra per-epoch values of a test batch for the training curves, every `curve_every` epochs; the
-        loop averages them over batches. None by default."""
+        loop averages them over batches (tensors stay on the device until the average). None by default."""
         return {}
 
     @abc.abstractmethod
@@ -108,7 +109,7 @@ class TorchLearner(Learner):
     def module(self) -> torch.nn.Module:
         if self._module is None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
+                torch.manual_seed(seeds.weights(self.seed))
                 self._module = self.build_module()
             self._module.to(self.device).eval()  # in inference mode except while `fit` trains it
         return self._module
@@ -230,10 +231,10 @@ class TorchLearner(Learner):
         x = self.check_images(x)
         self.module.eval()
         bs = batch_size or self.train_config.eval_batch_size
-        outs = []
+        outs, x = [], x.to(self.device)  # one copy of the images, not one per batch
         with torch.inference_mode():
             for i in range(0, len(x), bs):
-                outs.append(fn(x[i:i + bs].to(self.device)))
+                outs.append(fn(x[i:i + bs]))
         if isinstance(outs[0], tuple):
             return tuple(torch.cat(parts) for parts in zip(*outs))
         return torch.cat(outs)

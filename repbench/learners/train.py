@@ -5,8 +5,6 @@ so a run resumed from epoch k ends with the same weights as one that was never i
 """
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -14,8 +12,10 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from .. import seeds
 from ..config import TrainConfig
 from ..errors import RepbenchError, first_line
+from ..files import atomic_save
 
 CHECKPOINT_FORMAT = "repbench-checkpoint-v1"
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (uint8 batch, generator) -> uint8 batch
@@ -41,31 +41,6 @@ def finish_checkpoint(path: Path) -> None:
     state = load_checkpoint(path)
     if state.get("finished") and "optimizer" in state:
         atomic_save({k: v for k, v in state.items() if k not in ("optimizer", "rng", "cuda_rng")}, path)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save through memory and a temporary file: a full disk is a clear error (torch's own writer reports
-    it as an obscure internal failure) and never leaves half a file behind."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(path, exc) from None
-
-
-class WriteError(RepbenchError):
-    """A file could not be written (a full disk, a read-only folder): the user's to fix, not a bug."""
-
-    def __init__(self, path: Path, exc: OSError):
-        super().__init__(f"cannot write {path}: {exc.strerror or exc}; free space (or choose another "
-                         f"--results-dir) and run again: an interrupted run continues with --resume")
-        self.errno = exc.errno
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -110,33 +85,34 @@ def optimizer_state_by_name(module: torch.nn.Module, model_state: dict, opt_stat
 
 
 def batch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seeds.batch_order(seed, epoch)))
 
 
 def evaluate(module: torch.nn.Module, loss_fn: LossFn, x: torch.Tensor, batch_size: int) -> float:
     """Mean loss in nats per image over x, in eval mode; the RNG state is left as it was."""
     was_training = module.training
     module.eval()
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=x.device)  # read back once, not per batch
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            total += float(loss_fn(module, x[i:i + batch_size])) * len(x[i:i + batch_size])
+            total += loss_fn(module, x[i:i + batch_size]).double() * len(x[i:i + batch_size])
     module.train(was_training)
-    return total / len(x)
+    return total.item() / len(x)
 
 
 def curve_point(module: torch.nn.Module, curves: CurveFn, x: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Image-weighted means of `curves` over x, in eval mode; the RNG state is left as it was."""
     was_training = module.training
     module.eval()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor | float] = {}  # on the device where a curve gives a tensor: read back once
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []), torch.inference_mode():
         for i in range(0, len(x), batch_size):
             batch = x[i:i + batch_size]
             for k, v in curves(module, batch).items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+                v = v.double() if torch.is_tensor(v) else float(v)
+                sums[k] = sums.get(k, 0.0) + v * len(batch)
     module.train(was_training)
-    return {k: v / len(x) for k, v in sums.items()}
+    return {k: float(v) / len(x) for k, v in sums.items()}
 
 
 def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cfg: TrainConfig, seed: int,
@@ -156,7 +132,7 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     history, start = restore(module, opt, checkpoint, device) if resume and checkpoint is not None and \
         checkpoint.exists() else ([], 0)
     if start == 0:
-        torch.manual_seed(seed + 1)
+        torch.manual_seed(seeds.training(seed))
     for epoch in range(start + 1, cfg.epochs + 1):
         record = {"epoch": epoch, "train_loss": one_epoch(module, opt, loss_fn, train_x, cfg, seed, epoch, checkpoint,
                                                           progress, augment, nats_per_unit)}
@@ -190,37 +166,72 @@ def restore(module: torch.nn.Module, opt: torch.optim.Optimizer, checkpoint: Pat
     return list(state["history"]), state["epoch"]
 
 
+LOG_EVERY = 10  # steps between reads of the running loss, and of the non-finite flag, back to the host
+
+
 def one_epoch(module: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, train_x: torch.Tensor,
               cfg: TrainConfig, seed: int, epoch: int, checkpoint: Path | None, progress: bool,
               augment: Augment | None, nats_per_unit: float = 1.0) -> float:
     """One pass over the training images in the (seed, epoch) order; the mean loss per image in nats divided by
-    `nats_per_unit`."""
+    `nats_per_unit`. The loss stays on the device: a GPU is not made to wait for the host every step."""
     module.train()
     images = images_of(train_x)
     order = batch_order(len(images), seed, epoch).to(images.device)
     bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress,
                leave=False, unit="batch", dynamic_ncols=True)
-    total, seen = 0.0, 0
-    aug_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 500_009)
-    for step, i in enumerate(bar):
-        idx = order[i:i + cfg.batch_size]
-        if len(idx) < 2:  # BatchNorm cannot train on a batch of one
-            continue
-        batch = take(train_x, idx, augment, aug_gen)
-        loss = loss_fn(module, batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(_nan_message(loss, epoch, step, checkpoint, start_epoch=epoch - 1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += loss.item() * len(idx)
-        seen += len(idx)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{total / seen / nats_per_unit:.4f}")
+    guard, seen = NanGuard(images.device, epoch, checkpoint), 0
+    aug_gen = torch.Generator().manual_seed(seeds.augmentation(seed, epoch))
+    try:
+        for step, i in enumerate(bar):
+            idx = order[i:i + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            loss = loss_fn(module, take(train_x, idx, augment, aug_gen))
+            guard.add(loss.detach(), len(idx), step, opt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+            if step % LOG_EVERY == 0:
+                bar.set_postfix(loss=f"{guard.read() / seen / nats_per_unit:.4f}")
+    finally:
+        opt.found_inf = None
     if seen == 0:
         raise RepbenchError(f"no training batch of two or more images: {len(images)} training images, "
                             f"batch size {cfg.batch_size}")
-    return total / seen / nats_per_unit
+    return guard.read() / seen / nats_per_unit
+
+
+class NanGuard:
+    """The epoch's loss sum and the first non-finite loss, kept on the device. From a non-finite loss on, the
+    fused optimizer skips every step (its found_inf flag, as under a gradient scaler); the host reads the flag
+    with the sum every LOG_EVERY steps and at the epoch's end, and stops the run there, before any checkpoint
+    is written: no step after a non-finite loss is applied and the last good checkpoint stays."""
+
+    def __init__(self, device: torch.device, epoch: int, checkpoint: Path | None):
+        self.epoch, self.checkpoint = epoch, checkpoint
+        self.total = torch.zeros((), dtype=torch.float64, device=device)   # sum of loss x images, nats
+        self.first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)  # its step; -1: none yet
+        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, loss: torch.Tensor, images: int, step: int, opt: torch.optim.Optimizer) -> None:
+        loss = loss.double()
+        new = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, float(step), self.first_bad)
+        self.bad_value = torch.where(new, loss, self.bad_value)
+        self.total += loss * images
+        if opt.defaults.get("fused"):
+            opt.found_inf = (self.first_bad >= 0).float()
+        else:  # an optimizer without found_inf: the host checks every step
+            self.read()
+
+    def read(self) -> float:
+        """The loss sum so far (one transfer); NonFiniteLoss if a loss was not finite."""
+        total, first_bad, bad_value = torch.stack([self.total, self.first_bad, self.bad_value]).tolist()
+        if first_bad >= 0:
+            raise NonFiniteLoss(_nan_message(bad_value, self.epoch, int(first_bad), self.checkpoint,
+                                             start_epoch=self.epoch - 1))
+        return total
 
 
 def images_of(data) -> torch.Tensor:

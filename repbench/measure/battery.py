@@ -10,36 +10,61 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from .. import seeds
 from ..learners import has_ability
 from ..config import bounded, check_fields, override
 from ..data import ImageData
-from ..metrics import KNN_DISTANCES, LINEAR_METHODS, METRICS, PROBE_PROTOCOLS, Values, battery_metrics, default_metrics, entry_of, kl_to_standard_normal
+from ..metrics import (KNN_DISTANCES, LINEAR_METHODS, METRICS, PROBE_PROTOCOLS, Values, battery_metrics, default_metrics,
+                       entry_of, kl_to_standard_normal)
 from ..errors import RepbenchError
-from ..learners import WriteError, atomic_save
+from ..registry import unknown_name
+from ..files import WriteError, atomic_save
+
+
+def setting(default, *, flag: str | None = None, help: str = "", suite: bool = True, metavar: str | None = None,
+            choices: tuple[str, ...] | None = None, **bounds):
+    """A battery setting, declared once: its default and bounds (as config.bounded), its command-line option
+    (`flag`; None: it has none) with its help, and whether a suite file's `battery:` may set it. The CLI's
+    options and the suite file's keys are generated from these (battery_flags, BATTERY_KEYS)."""
+    meta = {"flag": flag, "help": help, "suite": suite, "metavar": metavar, "choices": choices}
+    return field(default=default, metadata={**(bounded(default, **bounds).metadata if bounds else {}), **meta})
 
 
 @dataclass(frozen=True)
 class BatteryConfig:
     metrics: tuple[str, ...] = field(default_factory=default_metrics)
-    probe_seeds: int = bounded(3, min=1)
-    iw_samples: int = bounded(10, min=1)       # k of the importance-weighted bound (bpd_iw needs k >= 2)
-    test_samples: int = bounded(100, min=1)    # k of the `sample_k100` representation type
-    linear_method: str = "linearsvc"
-    nonlinear_epochs: int = bounded(20, min=1)
-    nonlinear_dropout: float = bounded(0.1, min=0)   # the MLP probe's dropout rate, below 1
-    nonlinear_standardize: bool = True                # the MLP probe on standardized features (the paper's code: raw)
-    id_threshold: float = bounded(0.01, above=0)      # intrinsic_dim counts eigenvalues >= this x the largest
-    knn_k: int = bounded(20, min=1)                   # neighbours of the k-NN probe
-    knn_distance: str = "cosine"                      # the k-NN probe's distance: cosine or euclidean
-    probe_protocol: str = "fixed"                     # tuned: C, the MLP's lr and weight decay chosen on validation
-    eval_batch_size: int = bounded(500, min=1)  # images per likelihood batch; changes no value (NoiseStream)
-    label_counts: tuple[int, ...] = (100, 600, 1000, 3000)  # labelled training images of `label_efficiency`
+    probe_seeds: int = setting(3, min=1, flag="--probe-seeds", help="Repeats of each probe.")
+    iw_samples: int = setting(10, min=1, flag="--iw-samples",  # bpd_iw needs k >= 2
+                              help="Samples k of the importance-weighted bound bpd_iw.")
+    test_samples: int = setting(100, min=1)    # k of the `sample_k100` representation type
+    linear_method: str = setting("linearsvc", flag="--linear-method", choices=LINEAR_METHODS,
+                                 help="linearsvc: standardized LinearSVC; svc: SVC(kernel='linear') on the raw "
+                                      "features, as in the paper's code; torch: LinearSVC's objective by L-BFGS "
+                                      "(fast on many dimensions).")
+    nonlinear_epochs: int = setting(20, min=1, flag="--probe-epochs", help="Epochs of the MLP probe.")
+    nonlinear_dropout: float = setting(0.1, min=0, flag="--probe-dropout",  # a rate below 1
+                                       help="Dropout of the MLP probe (0.1: the paper's text; its code has 0 by a "
+                                            "typo).")
+    nonlinear_standardize: bool = setting(True)  # the MLP probe on standardized features (the paper's code: raw)
+    id_threshold: float = setting(0.01, above=0, flag="--id-threshold",
+                                  help="intrinsic_dim counts eigenvalues at least this fraction of the largest.")
+    knn_k: int = setting(20, min=1, flag="--knn-k", help="Neighbours of the k-NN probe.")
+    knn_distance: str = setting("cosine", flag="--knn-distance", choices=KNN_DISTANCES,
+                                help="The k-NN probe's distance: cosine (votes exp(cos / 0.07)) or euclidean "
+                                     "(votes 1 / distance).")
+    probe_protocol: str = setting("fixed", flag="--probe-protocol", choices=PROBE_PROTOCOLS,
+                                  help="fixed: the probes' hyper-parameters as set; tuned: the linear probe's C and "
+                                       "the MLP's learning rate and weight decay chosen on a fifth of the training "
+                                       "representations (the same rows for every learner), then refit on all.")
+    eval_batch_size: int = setting(500, min=1, suite=False)  # images per likelihood batch; changes no value
+    label_counts: tuple[int, ...] = setting((100, 600, 1000, 3000), flag="--label-counts", metavar="N,N,...",
+                                            help="Labelled training images for label_efficiency.")
 
     def __post_init__(self):
         known = battery_metrics()
@@ -47,7 +72,7 @@ class BatteryConfig:
             raise RepbenchError(f"metrics must be a list of names; available: {', '.join(known)}")
         bad = [m for m in self.metrics if m not in known]
         if bad:
-            raise RepbenchError(f"unknown metric {', '.join(map(repr, bad))}; available: {', '.join(known)}")
+            raise RepbenchError(unknown_name("metric", bad[0], known))
         if not self.metrics:
             raise RepbenchError(f"no metric chosen; available: {', '.join(known)}")
         check_fields(self)
@@ -60,12 +85,10 @@ class BatteryConfig:
             raise RepbenchError(f"nonlinear_dropout must be a number >= 0 and < 1, got {self.nonlinear_dropout!r}")
         if not self.id_threshold < 1:
             raise RepbenchError(f"id_threshold must be a number > 0 and < 1, got {self.id_threshold!r}")
-        if self.linear_method not in LINEAR_METHODS:
-            raise RepbenchError(f"unknown linear_method '{self.linear_method}'; use {', '.join(LINEAR_METHODS)}")
-        if self.probe_protocol not in PROBE_PROTOCOLS:
-            raise RepbenchError(f"unknown probe_protocol '{self.probe_protocol}'; use {', '.join(PROBE_PROTOCOLS)}")
-        if self.knn_distance not in KNN_DISTANCES:
-            raise RepbenchError(f"unknown knn_distance '{self.knn_distance}'; use {', '.join(KNN_DISTANCES)}")
+        for f in fields(self):
+            if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
+                raise RepbenchError(f"unknown {f.name} '{getattr(self, f.name)}'; use "
+                                    f"{', '.join(f.metadata['choices'])}")
 
 
 # The paper's protocol: its text first, its official code where the text is silent. A linear SVM is
@@ -82,6 +105,54 @@ BATTERY_PRESETS = {  # the battery's size follows the training preset's unless o
     "medium": BatteryConfig(),
     "paper": PAPER_BATTERY,
 }
+
+
+# The keys of a suite file's `battery:` (its `metrics` is a key of its own, beside `battery`).
+BATTERY_KEYS = tuple(f.name for f in fields(BatteryConfig) if f.metadata.get("suite"))
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A battery setting's command-line option, from its declaration."""
+    name: str                   # the BatteryConfig field it sets
+    flag: str
+    help: str                   # with the presets' values: [default; smoke: 1; paper: 100]
+    kind: type
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def battery_flags() -> list[Flag]:
+    out = []
+    for f in fields(BatteryConfig):
+        if f.metadata.get("flag"):
+            values = [(p, getattr(cfg, f.name)) for p, cfg in BATTERY_PRESETS.items()]
+            shown = [_shown(getattr(BatteryConfig(), f.name))] + [f"{p}: {_shown(v)}" for p, v in values
+                                                                   if v != getattr(BatteryConfig(), f.name)]
+            out.append(Flag(f.name, f.metadata["flag"], f"{f.metadata['help']} [{'; '.join(shown)}]",
+                            str if isinstance(f.default, tuple) else type(f.default), f.metadata.get("metavar"),
+                            f.metadata.get("choices")))
+    return out
+
+
+def flag_values(given: dict) -> dict:
+    """The battery options a command was given (None: not given), as BatteryConfig fields; a list option
+    (--label-counts 100,1000) is read into integers."""
+    out = {}
+    for flag in battery_flags():
+        value = given.get(flag.name)
+        if value is not None and isinstance(getattr(BatteryConfig(), flag.name), tuple):
+            try:
+                value = tuple(int(n) for n in value.split(",") if n.strip())
+            except ValueError:
+                raise RepbenchError(f"{flag.flag} expects integers like 100,1000, got '{value}'") from None
+        if value is not None:
+            out[flag.name] = value
+    return out
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def battery_for(preset: str, overrides: dict | None = None) -> BatteryConfig:
@@ -175,9 +246,12 @@ def likelihood_pass(learner, x_all: torch.Tensor, k: int, generator: torch.Gener
     dist = torch.distributions.Normal
     elbos, log_ws = [], []
     noise = NoiseStream(k, generator)
+    # The images go to the device once and the results come back once: no copy, and so no wait, per batch.
+    x_all = x_all.to(learner.device)
+    prior = dist(torch.zeros((), device=learner.device), torch.ones((), device=learner.device))
     with torch.inference_mode():
         for i in tqdm(range(0, len(x_all), batch_size), desc="likelihood", disable=not progress, leave=False):
-            x = x_all[i:i + batch_size].to(learner.device)
+            x = x_all[i:i + batch_size]
             mean, std = learner.posterior(x)
             kl = kl_to_standard_normal(mean, std)
             batch_elbo, batch_w = [], []
@@ -185,11 +259,11 @@ def likelihood_pass(learner, x_all: torch.Tensor, k: int, generator: torch.Gener
                 z = mean + std * eps
                 nll = learner.elbo_terms(x, z)["nll_nats"]
                 batch_elbo.append(nll + kl)
-                batch_w.append(-nll + dist(0.0, 1.0).log_prob(z).sum(-1) - dist(mean, std).log_prob(z).sum(-1))
-            elbos.append(torch.stack(batch_elbo).mean(0).cpu())
-            log_ws.append(torch.stack(batch_w).cpu())
+                batch_w.append(-nll + prior.log_prob(z).sum(-1) - dist(mean, std).log_prob(z).sum(-1))
+            elbos.append(torch.stack(batch_elbo).mean(0))
+            log_ws.append(torch.stack(batch_w))
     c, h, w = x_all.shape[1:]
-    return LikelihoodPass(torch.cat(elbos), torch.cat(log_ws, 1), c * h * w)
+    return LikelihoodPass(torch.cat(elbos).cpu(), torch.cat(log_ws, 1).cpu(), c * h * w)
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -247,7 +321,7 @@ def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, s
         metric = METRICS.get(name)
         start, shared_before = time.perf_counter(), sum(inputs.timings_s.values())
         if all(inputs.has(need) for need in metric.needs):
-            generator = torch.Generator(device=inputs.device).manual_seed(seed + 7)
+            generator = torch.Generator(device=inputs.device).manual_seed(seeds.metrics(seed))
             out = metric.compute(inputs, cfg, generator)
             out = out if isinstance(out, Values) else Values(out)
         else:

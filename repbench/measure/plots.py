@@ -13,17 +13,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def spectrum_plot(spectra: dict[str, list[float]], path: Path, threshold: float = 0.01) -> Path:
-    """Eigenvalues of the representations' covariance, each normalised by its largest (the paper's Figure 5)."""
+def spectrum_plot(spectra: dict[str, list[float]], path: Path, threshold: float | None = 0.01,
+                  ids: dict[str, str] | None = None) -> Path:
+    """Eigenvalues of the representations' covariance, each normalised by its largest (the paper's Figure 5).
+    The legend gives each curve's intrinsic dimension: `ids` where given (a report's table value), else counted
+    from the curve at `threshold`; the threshold is drawn as a line (None: none, the runs used different ones)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for label, values in spectra.items():
         v = np.asarray(values, dtype=float)
         if len(v) and v[0] > 0:
+            dim = ids.get(label) if ids is not None else (v >= (threshold or 0.01) * v[0]).sum()
             ax.plot(np.arange(1, len(v) + 1), v / v[0], marker="o", ms=3,
-                    label=f"{label} (ID {(v >= threshold * v[0]).sum()})")
-    ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"{threshold:.0%} of largest")
+                    label=label + (f" (ID {dim})" if dim is not None else ""))
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"{threshold:.0%} of largest")
     ax.set(yscale="log", xlabel="component", ylabel="eigenvalue / largest", title="PCA spectrum of representations")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8 if len(spectra) < 6 else 6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -115,22 +120,30 @@ def scatter_plot(points: dict[str, list[tuple[float, float]]], path: Path, xlabe
     return path
 
 
-def curves_plot(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
-    """Test bpd and mutual information per epoch: the mean over seeds, and their range as a band."""
-    panels = [("test_loss", "test bpd (bits/dim)"), ("test_mutual_info", "mutual information (nats)")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, (name, label) in zip(axes, panels):
+def curves_plot(curves: dict[str, dict], path: Path) -> Path:
+    """Test loss and mutual information per epoch: the mean over seeds, and their range as a band. The loss has
+    a panel per unit (each curve's `unit`: bits/dim for a likelihood, else the learner's own objective), so no
+    axis claims a unit that one of its curves is not in."""
+    units = list(dict.fromkeys(per.get("unit", "unit unknown") for per in curves.values() if "test_loss" in per))
+    panels = [("test_loss", unit, f"test loss ({unit})") for unit in units]
+    if any("test_mutual_info" in per for per in curves.values()):
+        panels.append(("test_mutual_info", None, "mutual information (nats)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, unit, label) in zip(axes[0], panels):
         for learner, per in curves.items():
-            if name not in per:
+            if name not in per or (unit is not None and per.get("unit", "unit unknown") != unit):
                 continue
-            values, epochs = per[name], per["epochs"]
+            values, epochs = per[name], per[name + "_epochs"]
             line, = ax.plot(epochs, values.mean(0), label=learner, lw=1.5, marker="o", ms=3)
             if len(values) > 1:
                 ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
         ax.set(xlabel="epoch", ylabel=label)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        low, high = ax.get_xlim()
+        if high - low < 2:  # one epoch (a smoke run): whole epochs around it, not fractions of one
+            ax.set_xlim(round((low + high) / 2) - 1, round((low + high) / 2) + 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

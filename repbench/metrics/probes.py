@@ -6,16 +6,18 @@ values, or MLP probabilities) are averaged over the k samples before the arg-max
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn as nn
 
+from .. import seeds
 from . import Values, register_metric
+from .mlp import ProbeMLPs
 
 LINEAR_METHODS = ("linearsvc", "svc", "torch")
-MAX_ITER = 10_000  # of the linear probe's solver; every committed case converges far below it
+MAX_ITER = 10_000  # of the linear probe's solver
 # The paper's Table 1: one posterior sample; probe scores averaged over k test-time samples (the probe trains on
 # one sample per image); the posterior mean (MAP); mean and std concatenated.
 REP_TYPES = ("sample_k1", "sample_k100", "mean", "embedding")
@@ -119,37 +121,61 @@ def _scores(clf, x: np.ndarray) -> np.ndarray:
 
 def nonlinear_probe(train_reps, train_y, test_reps, test_y, *, seed: int = 0, epochs: int = 20,
                     batch_size: int = 100, lr: float = 1e-3, weight_decay: float = 0.0, hidden: int = 200,
-                    dropout: float = 0.1,
-                    standardize: bool = True, device: str | torch.device = "cpu") -> float:
-    """Accuracy (%) of Linear(d, 200) -> ReLU -> Dropout(0.1) -> BatchNorm -> Linear(200, classes), Adam,
-    on standardized features (`standardize=False`: the raw features, as the paper's code)."""
-    g = torch.Generator().manual_seed(seed)
-    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
-    test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    mu, sd = (train.mean(0), train.std(0).clamp(min=1e-8)) if standardize else (0.0, 1.0)
-    train, test = ((train - mu) / sd).to(device), ((test - mu) / sd).to(device)
+                    dropout: float = 0.1, standardize: bool = True, device: str | torch.device = "cpu") -> float:
+    """Accuracy (%) of Linear(d, 200) -> ReLU -> Dropout(0.1) -> BatchNorm -> Linear(200, classes), Adam
+    (with `weight_decay`, L2 on every parameter), on standardized features (`standardize=False`: the raw
+    features, as the paper's code)."""
+    return nonlinear_probes([train_reps], [train_y], [test_reps], test_y, seeds=(seed,), epochs=epochs,
+                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, hidden=hidden, dropout=dropout,
+                            standardize=standardize, device=device)[0]
+
+
+def nonlinear_probes(train_reps, train_y, test_reps, test_y, *, seeds, epochs: int = 20, batch_size: int = 100,
+                     lr: float = 1e-3, weight_decay: float = 0.0, hidden: int = 200, dropout: float = 0.1,
+                     standardize: bool = True, device: str | torch.device = "cpu") -> list[float]:
+    """`nonlinear_probe` for each seed in `seeds`, seed i on (train_reps[i], train_y[i], test_reps[i]), trained
+    side by side as one batched model (metrics/mlp.py) on `PROBE_THREADS`: a seed's accuracy is the one it gets
+    alone, and it leaves the global random state as it was."""
+    device = torch.device(device)
+    train, test = zip(*(_scaled(a, b, standardize) for a, b in zip(train_reps, test_reps)))
+    y = torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.long) for t in train_y])
     classes = int(max(y.max(), int(np.max(test_y)))) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(train.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.BatchNorm1d(hidden),
-                            nn.Linear(hidden, classes)).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        y = y.to(device)
-        for _ in range(epochs):
-            order = torch.randperm(len(train), generator=g).to(device)
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                if len(idx) < 2:
-                    continue
-                loss = nn.functional.cross_entropy(net(train[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    net.eval()
-    with torch.inference_mode():
-        probs = torch.stack([torch.softmax(net(t), 1) for t in test]).mean(0)
-    return _accuracy(probs.cpu().numpy(), test_y)
+    with probe_threads():
+        mlps = ProbeMLPs(train[0].shape[1], hidden, classes, seeds, dropout, device)
+        probs = mlps.fit(torch.stack(train).to(device), y.to(device), epochs, batch_size, lr,
+                         weight_decay).predict(list(test))
+    return [_accuracy(p, test_y) for p in probs.cpu().numpy()]
+
+
+def _scaled(train_reps, test_reps, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 training rows [N, d] and test samples [k, M, d], standardized by the training rows' statistics."""
+    train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
+    test = torch.as_tensor(np.asarray(test_reps), dtype=torch.float32)
+    test = test[None] if test.ndim == 2 else test
+    if not standardize:
+        return train, test
+    mu, sd = train.mean(0), train.std(0).clamp(min=1e-8)
+    return (train - mu) / sd, (test - mu) / sd
+
+
+# A probe is a tiny model (a d x 200 MLP on 100 rows a step, a linear SVM): on one thread it runs several times
+# faster than on two, where starting and synchronising threads around each small kernel costs more than the
+# work, and far faster on cores shared with other work (benchmarks/battery_speed.py, results/speed.md). One
+# thread also makes its values independent of the caller's thread count. The likelihood pass keeps every thread.
+PROBE_THREADS = 1
+
+
+@contextmanager
+def probe_threads():
+    """torch and the BLAS libraries of numpy / scikit-learn on `PROBE_THREADS` inside; restored after."""
+    from threadpoolctl import threadpool_limits
+    before = torch.get_num_threads()
+    torch.set_num_threads(PROBE_THREADS)
+    try:
+        with threadpool_limits(PROBE_THREADS, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 KNN_DISTANCES = ("cosine", "euclidean")
@@ -169,7 +195,7 @@ def knn_probe(train_reps, train_y, test_reps, test_y, *, k: int = 20, distance: 
     train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
     test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
     if distance == "cosine":
-        train, test = nn.functional.normalize(train, dim=-1), nn.functional.normalize(test, dim=-1)
+        train, test = torch.nn.functional.normalize(train, dim=-1), torch.nn.functional.normalize(test, dim=-1)
     labels = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
     classes, k = int(max(labels.max(), int(np.max(test_y)))) + 1, min(k, len(train))
     votes = torch.zeros(test.shape[1], classes, dtype=torch.float64)
@@ -212,15 +238,14 @@ def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
 
 
 def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
-    accs = []
+    k = cfg.test_samples if rep_type == "sample_k100" else 1
+    trains, tests = [], []
     for s in range(cfg.probe_seeds):
-        g = torch.Generator().manual_seed(1000 + s)
-        k = cfg.test_samples if rep_type == "sample_k100" else 1
-        train = rep_view(inputs.reps["train"], rep_type, 1, g).numpy()
-        test = rep_view(inputs.reps["test"], rep_type, k, g).numpy()
-        args = (train, inputs.data.train_y.numpy(), test, inputs.data.test_y.numpy())
-        accs.append(run_probe(probe, args, s, cfg, inputs.device))
-    return accs
+        g = torch.Generator().manual_seed(seeds.probe_views(s))
+        trains.append(rep_view(inputs.reps["train"], rep_type, 1, g).numpy())
+        tests.append(rep_view(inputs.reps["test"], rep_type, k, g).numpy())
+    train_y = [inputs.data.train_y.numpy()] * cfg.probe_seeds
+    return run_probes(probe, (trains, train_y, tests, inputs.data.test_y.numpy()), cfg, inputs.device)
 
 
 # The battery settings each probe's values depend on.
@@ -232,21 +257,31 @@ PROBES = tuple(PROBE_SETTINGS)
 ALL_PROBE_SETTINGS = tuple(dict.fromkeys(s for p in PROBES for s in PROBE_SETTINGS[p]))
 
 
-def run_probe(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None) -> Fit:
-    """One probe fit with the battery's settings (`epochs` overrides the MLP's); under the tuned protocol its
-    hyper-parameters are chosen on a validation split of the training representations first."""
+def run_probes(probe: str, args: tuple, cfg, device, epochs: int | None = None) -> list[Fit]:
+    """Fits of a probe with the battery's settings, one per probe seed s = 0, 1, ...; `args` holds per-seed lists
+    of training representations, training labels and test representations, and the test labels (`epochs`
+    overrides the MLP's). Under the tuned protocol each seed's hyper-parameters are chosen on a validation split
+    of its training representations first."""
     if cfg.probe_protocol == "tuned" and probe in GRIDS:
-        return tuned_fit(probe, args, seed, cfg, device, epochs)
-    return _fit(probe, args, seed, cfg, device, epochs)
+        trains, train_ys, tests, test_y = args
+        return [tuned_fit(probe, (train, y, test, test_y), s, cfg, device, epochs)
+                for s, (train, y, test) in enumerate(zip(trains, train_ys, tests))]
+    return _fits(probe, args, range(len(args[0])), cfg, device, epochs)
 
 
-def _fit(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None = None, **params) -> Fit:
+def _fits(probe: str, args: tuple, repeats, cfg, device, epochs: int | None = None, **params) -> list[Fit]:
+    """The fits of the probe seeds `repeats` (one per entry of `args`' lists), with `params` for the probe."""
+    trains, train_ys, tests, test_y = args
     if probe == "linear_probe":
-        return linear_probe_fit(*args, seed=seed, method=cfg.linear_method, max_iter=MAX_ITER, **params)
+        with probe_threads():
+            return [linear_probe_fit(*fit, test_y, seed=s, method=cfg.linear_method, max_iter=MAX_ITER, **params)
+                    for s, fit in zip(repeats, zip(trains, train_ys, tests))]
     if probe == "knn_probe":
-        return Fit(knn_probe(*args, k=cfg.knn_k, distance=cfg.knn_distance))
-    return Fit(nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
-                               standardize=cfg.nonlinear_standardize, device=device, **params))
+        return [Fit(knn_probe(*fit, test_y, k=cfg.knn_k, distance=cfg.knn_distance))
+                for fit in zip(trains, train_ys, tests)]
+    return [Fit(a) for a in nonlinear_probes(trains, train_ys, tests, test_y, seeds=repeats,
+                                             epochs=epochs or cfg.nonlinear_epochs, dropout=cfg.nonlinear_dropout,
+                                             standardize=cfg.nonlinear_standardize, device=device, **params)]
 
 
 # ------------------------------------------------------------------------------------------ the tuned protocol
@@ -277,6 +312,12 @@ def tuned_fit(probe: str, args: tuple, seed: int, cfg, device, epochs: int | Non
     scores = [_fit(probe, split, seed, cfg, device, epochs, **params).accuracy for params in GRIDS[probe]]
     best = GRIDS[probe][int(np.argmax(scores))]
     return replace(_fit(probe, args, seed, cfg, device, epochs, **best), chosen=best)
+
+
+def _fit(probe: str, args: tuple, seed: int, cfg, device, epochs: int | None, **params) -> Fit:
+    """One seed's fit: `args` holds its training representations, labels, test representations and labels."""
+    train, train_y, test, test_y = args
+    return _fits(probe, ([train], [train_y], [test], test_y), (seed,), cfg, device, epochs, **params)[0]
 
 
 def fits_record(fits: list[Fit]) -> dict:
@@ -353,17 +394,15 @@ def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[Fit] | None:
     from ..data import labelled_subset
     from ..errors import RepbenchError
     train_y = inputs.data.train_y
-    accs = []
-    for s in range(cfg.probe_seeds):
-        try:
-            idx = labelled_subset(train_y, n, seed=s)
-        except RepbenchError:
-            return None
-        args = (inputs.reps["train"]["mean"][idx].numpy(), train_y[idx].numpy(), inputs.reps["test"]["mean"].numpy(),
-                inputs.data.test_y.numpy())
-        epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
-        accs.append(run_probe(probe, args, s, cfg, inputs.device, epochs))
-    return accs
+    try:
+        subsets = [labelled_subset(train_y, n, seed=s) for s in range(cfg.probe_seeds)]
+    except RepbenchError:
+        return None
+    train, test = inputs.reps["train"]["mean"], inputs.reps["test"]["mean"].numpy()
+    args = ([train[i].numpy() for i in subsets], [train_y[i].numpy() for i in subsets], [test] * len(subsets),
+            inputs.data.test_y.numpy())
+    epochs = max(cfg.nonlinear_epochs, -(-MIN_STEPS // -(-n // 100)))
+    return run_probes(probe, args, cfg, inputs.device, epochs)
 
 
 _LABELLED = tuple(f"{p}.labels_{n}{std}" for p in PROBES for n in (100, 600, 1000, 3000) for std in ("", "_std"))

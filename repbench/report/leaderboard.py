@@ -9,7 +9,7 @@ import html
 import json
 from pathlib import Path
 
-from ..runs import read_json
+from ..files import read_json
 from .render import LEGEND
 from .tables import Report, Section, Stat
 
@@ -82,15 +82,15 @@ def write_page(report: Report, folder: Path, title: str = "") -> Path:
 
 
 def section_html(section: Section) -> str:
-    from .render import best_means
-    best = best_means(section)
+    from .render import best_cells
+    best = best_cells(section)
     head = "".join(f"<th scope=col>{html.escape(c)}</th>" for c in section.columns)
     rows = []
-    for row in section.rows:
+    for i, row in enumerate(section.rows):
         cells = []
         for j, cell in enumerate(row):
             if isinstance(cell, Stat):
-                cls = "num best" if cell.mean is not None and cell.mean in best.get(j, ()) else "num"
+                cls = "num best" if (i, j) in best else "num"
                 value = f" data-value='{cell.mean!r}'" if cell.mean is not None else ""
                 cells.append(f"<td class='{cls}'{value}>{html.escape(cell.text)}</td>")
             else:
@@ -109,17 +109,27 @@ def image(path: Path, alt: str = "") -> str:
 
 
 def samples_html(records: list[dict]) -> str:
-    """Each learner's samples.png (of its first run that has one)."""
-    shown, items = set(), []
+    """Each learner x dataset x preset group's samples.png (of its first run that has one); the groups without
+    one are named with why."""
+    from .figures import GROUP, label
+    shown, items, missing = set(), [], {}
     for r in records:
+        key = label(*(r[k] for k in GROUP))
         folder = (r.get("_record") or {}).get("_folder")
         path = Path(folder) / "samples.png" if folder else None
-        if r["learner"] in shown or path is None or not path.exists():
+        if key in shown:
             continue
-        shown.add(r["learner"])
-        items.append(f"<figure>{image(path, r['learner'])}<figcaption>{html.escape(r['learner'])} "
-                     f"({html.escape(str(r['dataset']))}, seed {r['seed']})</figcaption></figure>")
-    return f"<h2>Samples</h2><div class=samples>{''.join(items)}</div>" if items else ""
+        if path is None or not path.exists():
+            missing.setdefault(key, "its run folder is not on this machine" if folder is None else
+                               "no samples.png in its run folder: a learner without a generator, or --grid 0")
+            continue
+        shown.add(key)
+        missing.pop(key, None)
+        items.append(f"<figure>{image(path, key)}<figcaption>{html.escape(key)}, seed {r['seed']}"
+                     f"</figcaption></figure>")
+    note = "".join(f"<li>{html.escape(k)}: {html.escape(why)}</li>" for k, why in missing.items() if k not in shown)
+    note = f"<p class=note>No samples shown for:</p><ul class=note>{note}</ul>" if note else ""
+    return f"<h2>Samples</h2><div class=samples>{''.join(items)}</div>{note}" if items or note else ""
 
 
 def runs_html(records: list[dict]) -> str:
@@ -128,7 +138,8 @@ def runs_html(records: list[dict]) -> str:
     for r in records:
         rec = r.get("_record") or {}
         state = read_json(Path(rec["_folder"]) / "run.json") if rec.get("_folder") else {}
-        env = state.get("environment") or {k.removeprefix("env."): v for k, v in rec.get("params", {}).items()
+        logged = {**rec.get("params", {}), **rec.get("tags", {})}  # a process's own values are MLflow tags
+        env = state.get("environment") or {k.removeprefix("env."): v for k, v in logged.items()
                                            if k.startswith("env.")}
         provenance = {k: env.get(k) for k in ("git_commit", "started_at", "hostname", "machine", "cpu_features",
                                              "torch", "torch_build", "threads") if env.get(k)}

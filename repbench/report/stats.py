@@ -1,10 +1,39 @@
-"""Differences between learners across training seeds: Welch's t interval (unequal variances)."""
+"""Table cells (mean ± std over seeds, or a marker) and differences between learners across training seeds: Welch's t
+interval (unequal variances)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED, UNCONVERGED = "n/a", "—", "non-finite", "unconverged"
+
+
+@dataclass
+class Stat:
+    """One table cell: its text, and its mean (None unless numbers) for bolding the best and sorting."""
+    text: str
+    mean: float | None = None
+    std: float | None = None
+    digits: int = 1
+
+
+def stat(values, digits: int) -> Stat:
+    """mean ± sample std (n - 1, as in the Welch intervals) over the seeds that measured a value; no ± for one
+    seed; the markers otherwise."""
+    present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
+    if not present:
+        return Stat(NOT_MEASURED)
+    for marker in (UNTRUSTED, UNCONVERGED):  # one untrustworthy seed makes the mean untrustworthy
+        if marker in present:
+            return Stat(marker)
+    numbers = np.array([v for v in present if not isinstance(v, str)], dtype=float)
+    if not len(numbers):
+        return Stat(NOT_APPLICABLE)
+    mean = float(numbers.mean())
+    std = float(numbers.std(ddof=1)) if len(numbers) > 1 else None
+    return Stat(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""), mean, std, digits)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ intervals, the published numbers beside ours, and figures.
 Table 2: bpd, mutual information, intrinsic dimension, nonlinear and linear probe (columns) by learner (rows).
 Table 1: probe accuracy by representation type. Label efficiency: probes on n labels. Table 6: semi-supervised
 classifier accuracy. Runs come from a suite's run folders (the newest finished run of each cell) or from MLflow.
+Seeds are averaged only within a learner x dataset x preset x configuration, never across them.
 Rendering (markdown, CSV, LaTeX, HTML) lives in render.py and leaderboard.py; this file computes what to show.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +20,11 @@ import pandas as pd
 from ..metrics import ARROWS, metric_info, summary_metrics
 from ..metrics.probes import PROBES, REP_TYPE_LABELS
 from ..errors import RepbenchError, first_line
+from .stats import NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, Stat, stat
 
-NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED, UNCONVERGED = "n/a", "—", "non-finite", "unconverged"
 CELL = ["learner", "dataset", "preset", "seed"]
 DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "paper_numbers.yaml"
 PAPER_DATASET = {"mnist5k": "mnist"}  # our datasets that are subsets of a published one
-
-
-@dataclass
-class Stat:
-    """One table cell: its text, and its mean (None unless numbers) for bolding the best and sorting."""
-    text: str
-    mean: float | None = None
-    std: float | None = None
-    digits: int = 1
 
 
 @dataclass
@@ -43,6 +36,8 @@ class Section:
     labels: int = 1
     directions: dict[str, str] = field(default_factory=dict)   # column -> higher / lower / neither
     note: str = ""
+    # label columns whose values rows must share to be compared (the best is bolded only among those rows)
+    comparable: tuple[str, ...] = ("dataset", "preset")
 
 
 @dataclass
@@ -78,9 +73,37 @@ def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
                      **table_values(rec.get("metrics", {}), unconverged=unconverged(rec)),
-                     "_spectrum": rec.get("spectrum") or [],
-                     "_history": rec.get("history") or [], "_record": rec})
+                     "_spectrum": rec.get("spectrum") or [], "_history": rec.get("history") or [], "_record": rec,
+                     "_config": configuration(cell.build().params() if hasattr(cell, "build") else {})})
     return rows
+
+
+def configuration(params: dict) -> str:
+    """What sets a run's trained weights apart from other runs of its learner, dataset and preset, without its
+    seed: its parameters (a run folder's, or MLflow's flattened strings), less the machine, the process, the
+    battery and what only evaluates. Values are read back from their text, so both spellings compare equal."""
+    from ..config import EVALUATION_ONLY
+    from ..runs.tracking import flatten
+    flat = flatten(params)
+    resolved = any(k.startswith("model_config.") for k in flat)  # then the options are in it, resolved
+    kept = {k: _value_of(v) for k, v in flat.items()
+            if k not in ("seed", "dataset", "device") and not k.startswith(("env.", "battery."))
+            and not (resolved and k.startswith("options.")) and k.rsplit(".", 1)[-1] not in EVALUATION_ONLY}
+    return json.dumps(kept, sort_keys=True)
+
+
+def _value_of(value):
+    """A parameter's value as Python sees it ('(1, 28, 28)', '[1, 28, 28]' and [1, 28, 28] alike)."""
+    import ast
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def missing_cells(suite, records: list[dict]) -> list[str]:
@@ -115,13 +138,14 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
         raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
                             f"{(str(exc).splitlines() or [''])[0][:200]}") from None
     if rows:  # several runs of one cell: keep the newest
-        rows = (pd.DataFrame(rows).sort_values("_start").groupby(CELL).tail(1).drop(columns="_start")
+        rows = (pd.DataFrame(rows).sort_values("_start").groupby(CELL + ["_config"]).tail(1).drop(columns="_start")
                 .to_dict("records"))
     return rows
 
 
 def _mlflow_row(client, r, history: bool) -> dict:
-    from ..runs import read_json, unconverged
+    from ..files import read_json
+    from ..runs import unconverged
     t = r.data.tags
     folder = Path(t.get("run_folder", "/nonexistent"))
     record = read_json(folder / "metrics.json")
@@ -137,6 +161,7 @@ def _mlflow_row(client, r, history: bool) -> dict:
     not_applicable = [n for n in t.get("not_applicable", "").split(",") if n]
     flagged = {n for n in t.get("unconverged", "").split(",") if n} | unconverged(record)
     return {"learner": t["display_name"], "dataset": t["dataset"], "preset": t["preset"], "seed": int(t["seed"]),
+            "_config": configuration(dict(r.data.params)),
             "_spectrum": record.get("spectrum") or [], "_history": steps, "_start": r.info.start_time,
             "_record": {**record, "mlflow_run_id": r.info.run_id, "tags": dict(t), "params": dict(r.data.params)},
             **table_values({**r.data.metrics, **{n: None for n in not_applicable}}, unconverged=flagged)}
@@ -144,28 +169,13 @@ def _mlflow_row(client, r, history: bool) -> dict:
 
 def model_version(record: dict) -> int:
     """The version of a run's model code: from its run.json, or its MLflow run's parameters; 1 before versions."""
-    from ..runs import read_json
+    from ..files import read_json
     state = read_json(Path(record["_folder"]) / "run.json") if record.get("_folder") else {}
     version = (state.get("params") or {}).get("model_version", (record.get("params") or {}).get("model_version", 1))
     return int(version)
 
 
 # ------------------------------------------------------------------------------------------ cells
-def stat(values, digits: int) -> Stat:
-    """mean ± sample std (n - 1, as in the Welch intervals) over the seeds that measured a value; no ± for one
-    seed; the markers otherwise."""
-    present = [v for v in values if not (isinstance(v, float) and math.isnan(v))]  # NaN here means absent
-    if not present:
-        return Stat(NOT_MEASURED)
-    for marker in (UNTRUSTED, UNCONVERGED):  # one untrustworthy seed makes the mean untrustworthy
-        if marker in present:
-            return Stat(marker)
-    numbers = np.array([v for v in present if not isinstance(v, str)], dtype=float)
-    if not len(numbers):
-        return Stat(NOT_APPLICABLE)
-    mean = float(numbers.mean())
-    std = float(numbers.std(ddof=1)) if len(numbers) > 1 else None
-    return Stat(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""), mean, std, digits)
 
 
 def header(metric: str) -> str:
@@ -188,15 +198,21 @@ def table2(df: pd.DataFrame) -> Section:
                    directions={header(m): metric_info(m)[1] for m in metrics})
 
 
-def table1(df: pd.DataFrame, probe: str) -> Section:
-    learners = list(dict.fromkeys(df["learner"]))
-    rows = []
-    for key, label in REP_TYPE_LABELS.items():
-        col = probe if key == "mean" else f"{probe}.{key}"
-        rows.append([label] + [_column(df[df["learner"] == lr], col) for lr in learners])
-    return Section(f"table1.{probe}", f"Table 1: {probe.replace('_', ' ')} accuracy (%) by representation type",
-                   [f"{probe} (%) by representation"] + learners, rows,
-                   directions={lr: "neither" for lr in learners})
+def table1(df: pd.DataFrame, probe: str) -> list[Section]:
+    """One table per dataset and preset (the paper's layout: a column per learner), so that no column mixes
+    runs of other data or another training length."""
+    sections = []
+    for (dataset, preset), part in df.groupby(["dataset", "preset"], sort=False):
+        learners = list(dict.fromkeys(part["learner"]))
+        rows = [["seeds"] + [str(int((part["learner"] == lr).sum())) for lr in learners]]
+        for key, label in REP_TYPE_LABELS.items():
+            col = probe if key == "mean" else f"{probe}.{key}"
+            rows.append([label] + [_column(part[part["learner"] == lr], col) for lr in learners])
+        sections.append(Section(f"table1.{probe}.{dataset}.{preset}",
+                                f"Table 1: {probe.replace('_', ' ')} accuracy (%) by representation type, "
+                                f"{dataset}, {preset}", [f"{probe} (%) by representation"] + learners, rows,
+                                directions={lr: "neither" for lr in learners}, comparable=()))
+    return sections
 
 
 def _n_labels(column: str) -> int:
@@ -214,11 +230,12 @@ def label_table(df: pd.DataFrame) -> Section | None:
     cols = _label_columns(df)
     if not cols:
         return None
-    rows = [[learner, str(len(g))] + [_column(g, c) for c in cols]
-            for learner, g in df.groupby("learner", sort=False)]
+    rows = [[learner, dataset, preset, str(len(g))] + [_column(g, c) for c in cols]
+            for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False)]
     heads = [c.replace("_probe.labels_", " @ ") for c in cols]
     return Section("labels", "Label efficiency: probe accuracy (%) with n labelled training images",
-                   ["learner", "seeds"] + heads, rows, labels=2, directions={h: "higher" for h in heads},
+                   ["learner", "dataset", "preset", "seeds"] + heads, rows, labels=4,
+                   directions={h: "higher" for h in heads},
                    note="class-balanced labelled subsets chosen by probe seed, the same for every learner")
 
 
@@ -228,8 +245,8 @@ def classifier_table(df: pd.DataFrame, paper: list[dict] | None) -> Section | No
         return None
     rows = []
     for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
-        published = [p for p in paper or [] if p["metric"] == "classifier_accuracy" and p["learner"] == learner
-                     and p["dataset"] == PAPER_DATASET.get(dataset, dataset)]
+        published = [p for p in paper or [] if p["metric"] == "classifier_accuracy" and p["learner"] ==
+                     g["_display"].iloc[0] and p["dataset"] == PAPER_DATASET.get(dataset, dataset)]
         rows.append([learner, dataset, preset, str(len(g)), _column(g, "classifier_accuracy"),
                      "; ".join(f"{p['value']:g} ({p['source']})" for p in published) or "—"])
     return Section("table6", "Table 6: semi-supervised test accuracy (%) of the learner's own classifier",
@@ -272,7 +289,7 @@ def _numbers(g: pd.DataFrame, metric: str) -> list[float]:
 def versions_table(df: pd.DataFrame) -> Section:
     """Which code made the tables: each learner's model version and each metric's, as the records say (a record
     of another version is measured again, never reused, so two versions of one name mean runs from two stores)."""
-    from ..runs.measured import measured_with
+    from ..runs.record import measured_with
     models: dict[str, set] = {}
     metrics: dict[str, set] = {}
     for learner, rec in zip(df["learner"], df["_record"]):
@@ -291,13 +308,13 @@ def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
     rows = []
     for p in paper:
         ours = df[(df["dataset"].map(lambda d: PAPER_DATASET.get(d, d)) == p["dataset"]) &
-                  (df["learner"] == p["learner"])]
-        for (dataset, preset), g in ours.groupby(["dataset", "preset"]):
+                  (df["_display"] == p["learner"])]
+        for (learner, dataset, preset), g in ours.groupby(["learner", "dataset", "preset"], sort=False):
             scale = (preset if preset == "paper" else f"{preset}-scale run") + \
                 (f", on {dataset}" if dataset != p["dataset"] else "")
             published = f"{p['value']}" + (f" ± {p['std']}" if p.get("std") is not None else "")
-            rows.append([p["learner"], p["dataset"], header(p["metric"]), scale, _column(g, p["metric"]),
-                         Stat(published, float(p["value"])), p["source"]])
+            rows.append([learner, p["dataset"], header(p["metric"]), scale, _column(g, p["metric"]),
+                         Stat(published, float(p["value"]), p.get("std")), p["source"]])
     return Section("paper", "Beside the paper's published numbers",
                    ["learner", "dataset", "metric", "our preset", "repbench", "paper", "source"], rows, labels=4,
                    note="" if rows else "(the paper file has no numbers for these learners and datasets)")
@@ -309,19 +326,44 @@ def build(records: list[dict], title: str = "", paper: list[dict] | None = None,
     if not records:
         raise RepbenchError("no finished runs match; run the suite first (`repbench suite FILE`)")
     df = pd.DataFrame(records)
+    df["_display"] = df["learner"]  # the learner's own name, for the paper's numbers
+    df["learner"] = configuration_names(df)
     sections = [table2(df)]
     for probe in PROBES:
         if f"{probe}.sample_k1" in df:  # the representation types ran
-            sections.append(table1(df, probe))
+            sections += table1(df, probe)
     sections += [s for s in (label_table(df), classifier_table(df, paper), compare_table(df, compare)) if s]
     if paper is not None:
         sections.append(paper_table(df, paper))
     if "_record" in df:
         sections.append(versions_table(df))
-    report = Report(title, sections, records=records)
+    report = Report(title, sections, records=[{**r, "learner": name} for r, name in zip(records, df["learner"])])
     from .figures import draw_figures
     report.figures = draw_figures(df, figures_dir, spectra_figure)
     return report
+
+
+def configuration_names(df: pd.DataFrame) -> pd.Series:
+    """The learner column, naming what tells configurations apart where a learner has several on one dataset
+    and preset (`lpvae-h1 (epochs=1)` beside `lpvae-h1 (epochs=2)`): their runs are never averaged together."""
+    names = df["learner"].copy()
+    if "_config" not in df:
+        return names
+    configs = df["_config"].fillna("{}")
+    for (learner, _, _), g in df.groupby(["learner", "dataset", "preset"], sort=False):
+        parsed = {c: json.loads(c) for c in dict.fromkeys(configs[g.index])}
+        if len(parsed) < 2:
+            continue
+        differ = sorted({k for p in parsed.values() for k in p
+                         if len({json.dumps(q.get(k), sort_keys=True) for q in parsed.values()}) > 1})
+        for c, p in parsed.items():
+            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_shown(p.get(k))}" for k in differ)
+            names[g.index[configs[g.index] == c]] = f"{learner} ({label})"
+    return names
+
+
+def _shown(value) -> str:
+    return NOT_MEASURED if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def load_paper_numbers(path: Path | None = None) -> list[dict]:
@@ -346,14 +388,3 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
             if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))):
                 raise RepbenchError(f"{path}: entry {r} has a {key} that is not a number")
     return rows
-
-
-def build_report(records: list[dict], fmt: str = "markdown", figure: Path | None = None, title: str = "",
-                 paper: list[dict] | None = None, compare=(), figures_dir: Path | None = None) -> str:
-    """The report as text in one of the text formats: tables (markdown, latex) or tidy rows (json, csv)."""
-    from .render import FORMATS, render
-    from .tidy import TIDY_FORMATS, render_tidy
-    if fmt not in FORMATS + TIDY_FORMATS:
-        raise RepbenchError(f"unknown format '{fmt}'; use {', '.join(FORMATS + TIDY_FORMATS)}")
-    report = build(records, title, paper, compare, figures_dir, figure)
-    return render_tidy(report.records, fmt, title) if fmt in TIDY_FORMATS else render(report, fmt)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..metrics import entry_of, metric_info
-from .tables import NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, model_version, stat
+from .stats import NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, stat
+from .tables import model_version
 
 FORMAT = "repbench-results/1"
 TIDY_FORMATS = ("json", "csv")
@@ -63,7 +64,7 @@ def _row(learner: str, dataset: str, preset: str, name: str, g: pd.DataFrame) ->
 
 def _settings(record: dict, entry: str) -> dict:
     """The settings and version a record's values of `entry` were measured with (not how its fits ended)."""
-    from ..runs.measured import DIAGNOSTICS, measured_with
+    from ..runs.record import DIAGNOSTICS, measured_with
     have = measured_with(record).get(entry, {"version": 1})
     return {k: v for k, v in have.items() if k not in DIAGNOSTICS}
 

@@ -4,6 +4,7 @@ representations and labels, and recorded as a run like any other (folder, run.js
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,11 @@ import torch
 from ..measure import BatteryConfig, battery_for, run_battery
 from ..data import ImageData, load_dataset
 from ..errors import RepbenchError, first_line
+from ..files import read_json
+from .record import Measured, RunRecord
+from .recording import Recorder
+from .records import check_results_dir, find_finished, new_run_folder
+from .runner import RunSpec
 
 ARRAYS = ("train", "train_y", "test", "test_y")
 PRESET = "features"  # how these runs show in tables: not trained by repbench at any preset
@@ -72,7 +78,6 @@ def check_dataset(arrays: dict, dataset: str, where: str, data_root: str | None 
 
 def representation_metrics(cfg: BatteryConfig) -> BatteryConfig:
     """The battery restricted to metrics that need only representations and labels."""
-    from dataclasses import replace
     from ..metrics import METRICS
     chosen = tuple(m for m in cfg.metrics if set(METRICS.get(m).needs) <= {"representations", "labels"})
     if not chosen:
@@ -95,10 +100,41 @@ def score(arrays: dict, name: str, dataset: str, cfg: BatteryConfig, *, fingerpr
     if results_dir is None:
         res = run_battery(None, data, cfg, seed=seed, reps=reps, progress=progress)
         return {"name": name, "metrics": res.metrics, "measured_with": res.measured_with, "status": "EVALUATED"}
-    from .recording import record_outside
     return record_outside(name, dataset, cfg, data, reps, fingerprint=fingerprint, results_dir=Path(results_dir),
                           tracking_uri=tracking_uri, experiment=experiment, progress=progress, seed=seed,
                           tags=tags or {})
+
+
+def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprint: str, results_dir: Path,
+                   tracking_uri: str | None, experiment: str, progress: bool, seed: int, tags: dict) -> dict:
+    """Score representations made elsewhere and record them as a run (reusing one of the same source and
+    settings): `<name>-<dataset>-features-s<seed>-<fingerprint of the representations>`."""
+    spec = RunSpec(learner=name, dataset=dataset, preset=PRESET, seed=seed, results_dir=results_dir,
+                   tracking_uri=tracking_uri, experiment=experiment, battery=cfg, tags=tags, progress=progress)
+    identity = {"name": f"{name}-{dataset}-{PRESET}-s{seed}", "learner": name, "display_name": name,
+                "dataset": dataset, "preset": PRESET, "seed": seed}
+    runs_root = check_results_dir(results_dir) / "runs"
+    prefix = f"{identity['name']}-{fingerprint}"
+    done = find_finished(runs_root, prefix)
+    old = RunRecord.from_json(read_json(done / "metrics.json")) if done else None
+    todo = old.missing(cfg) if old else list(cfg.metrics)
+    rec = Recorder.attach(spec, done) if done else Recorder.start(
+        spec, identity, {"learner": name, "source": "representations made outside repbench",
+                         "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
+                                                               "test": list(reps["test"]["mean"].shape)}},
+        new_run_folder(runs_root, prefix), "cpu", key=prefix,
+        dataset={"name": dataset, "digest": fingerprint, "profile": {
+            "train_representations": len(reps["train"]["mean"]), "test_representations": len(reps["test"]["mean"])}})
+    if old and not todo:
+        rec.add_tags(tags)
+        return rec.result(old, "REUSED")
+    with rec.guard(keep_status=bool(done)):
+        res = run_battery(None, data, replace(cfg, metrics=tuple(todo)), seed=seed, reps=reps, progress=progress)
+        record = rec.save(Measured.of(res, cfg), [], history=[], into=old)
+    if old:
+        rec.add_tags(tags)
+        return rec.result(record, "REUSED", measured_now=todo)
+    return rec.finished(record)
 
 
 def evaluate_features(path: Path, *, name: str | None = None, dataset: str = "external", battery: dict | None = None,

@@ -13,9 +13,10 @@ import time
 import traceback
 from pathlib import Path
 
-from .records import environment, read_json, run_name, run_prefix, this_process, write_json
+from .record import Measured, RunRecord
+from .records import environment, run_name, run_prefix, this_process
 from ..errors import RepbenchError
-from ..learners import WriteError
+from ..files import WriteError, read_json, write_json
 from .tracking import MLflowTracker, default_tracking_uri, send_record, sync
 
 # One line per finished epoch of a run. Silent unless a handler is attached: `repbench run` has its own bars,
@@ -29,18 +30,20 @@ class Recorder:
         self._clock = (time.monotonic(), 0)  # (when this process started the run, epochs it has trained since)
 
     @classmethod
-    def open(cls, spec, learner, folder: Path, device) -> "Recorder":
-        """Start (or, resuming, reopen) the records of a run that is about to train in `folder`."""
+    def open(cls, spec, learner, folder: Path, device, data=None) -> "Recorder":
+        """Start (or, resuming, reopen) the records of a run that is about to train in `folder` on `data`."""
         from ..data import DATASETS
         augment = DATASETS.get(spec.dataset).augment if spec.augment else None
         identity = {"name": run_name(learner, spec.dataset), "learner": learner.name,
                     "display_name": learner.display_name, "dataset": spec.dataset, "preset": learner.preset,
                     "seed": learner.seed}
         return cls.start(spec, identity, {**learner.params(), "augment": getattr(augment, "__name__", "none")},
-                         folder, device, key=run_prefix(learner, spec.dataset, spec.augment))
+                         folder, device, key=run_prefix(learner, spec.dataset, spec.augment),
+                         dataset=data.describe() if data is not None else None)
 
     @classmethod
-    def start(cls, spec, identity: dict, params: dict, folder: Path, device, key: str | None = None) -> "Recorder":
+    def start(cls, spec, identity: dict, params: dict, folder: Path, device, key: str | None = None,
+              dataset: dict | None = None) -> "Recorder":
         """Start the records of a run with this identity (name, learner, display name, dataset, preset, seed).
         `key` (the run folder prefix: name and configuration hash) is tagged `config_key`, so that a tracking
         server alone can tell which runs are of one configuration (cluster.py, a suite's report)."""
@@ -55,7 +58,8 @@ class Recorder:
         known = state.get("mlflow_run_id") or spec.mlflow_run_id  # resuming: kept even if the store is away now
         state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
                                                                   "device": str(device), "env": state["environment"],
-                                                                  "battery": battery}, tags, known) or known
+                                                                  "battery": battery}, tags, known,
+                                               dataset) or known
         if spec.checkpoint_every and not state["mlflow_run_id"]:  # a cluster cell's record is the server's alone
             raise RepbenchError(f"the tracking server did not take this cell's run ({tracker.error}); nothing was "
                                 f"trained")
@@ -118,9 +122,14 @@ class Recorder:
         and a retry on another node resumes from what the server holds."""
         self.tracker.log_artifact(self.folder / "checkpoint.pt", link=True)
 
-    def save_record(self, record: dict, artifacts: list[Path]) -> None:
-        write_json(self.folder / "metrics.json", record)
-        send_record(self.tracker, self.folder, record, artifacts)
+    def save(self, measured: Measured, artifacts: list[Path], history: list | None = None,
+             into: RunRecord | None = None) -> RunRecord:
+        """The run's record, built here alone: `measured` merged into the record it completes (`into`), or a new
+        record of this run; written to metrics.json and sent to MLflow with `artifacts`."""
+        record = into.merge(measured) if into is not None else RunRecord.new(self.identity(), measured, history)
+        write_json(self.folder / "metrics.json", record.to_json())
+        send_record(self.tracker, self.folder, record.to_json(), artifacts)
+        return record
 
     def add_tags(self, tags: dict) -> None:
         if tags:
@@ -180,56 +189,19 @@ class Recorder:
         except RepbenchError as exc:
             raise RepbenchError(f"{error}; and the run's record could not be updated ({exc})") from None
 
-    def result(self, record: dict, status: str, **extra) -> dict:
-        return {**record, "folder": str(self.folder), "mlflow_run_id": self.state.get("mlflow_run_id"),
+    def result(self, record: RunRecord, status: str, **extra) -> dict:
+        """What a run returns: its record with where it lies and how it ended."""
+        return {**record.to_json(), "folder": str(self.folder), "mlflow_run_id": self.state.get("mlflow_run_id"),
                 "status": status, "tracking_error": self.tracker.error, **extra}
+
+    def finished(self, record: RunRecord) -> dict:
+        self.finish("FINISHED")
+        return self.result(record, "FINISHED")
 
 
 def _spec_dict(spec) -> dict:
     from dataclasses import asdict
     return asdict(spec)
-
-
-
-def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprint: str, results_dir: Path,
-                   tracking_uri: str | None, experiment: str, progress: bool, seed: int, tags: dict) -> dict:
-    """Score representations made elsewhere and record them as a run (reusing one of the same source and
-    settings): `<name>-<dataset>-features-s<seed>-<fingerprint of the representations>`."""
-    from ..measure import run_battery
-    from .measured import merge_record, missing_metrics, units_of
-    from .outside import PRESET
-    from .records import check_results_dir, find_finished, new_run_folder
-    from .runner import RunSpec
-    spec = RunSpec(learner=name, dataset=dataset, preset=PRESET, seed=seed, results_dir=results_dir,
-                   tracking_uri=tracking_uri, experiment=experiment, battery=cfg, tags=tags, progress=progress)
-    identity = {"name": f"{name}-{dataset}-{PRESET}-s{seed}", "learner": name, "display_name": name,
-                "dataset": dataset, "preset": PRESET, "seed": seed}
-    runs_root = check_results_dir(results_dir) / "runs"
-    prefix = f"{identity['name']}-{fingerprint}"
-    done = find_finished(runs_root, prefix)
-    old = read_json(done / "metrics.json") if done else {}
-    todo = missing_metrics(old, cfg) if done else list(cfg.metrics)
-    rec = Recorder.attach(spec, done) if done else Recorder.start(
-        spec, identity, {"learner": name, "source": "representations made outside repbench",
-                         "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
-                                                               "test": list(reps["test"]["mean"].shape)}},
-        new_run_folder(runs_root, prefix), "cpu", key=prefix)
-    if done and not todo:
-        rec.add_tags(tags)
-        return rec.result(old, "REUSED")
-    from dataclasses import asdict, replace
-    with rec.guard(keep_status=bool(done)):
-        res = run_battery(None, data, replace(cfg, metrics=tuple(todo)), seed=seed, reps=reps, progress=progress)
-        measured = {"metrics": res.metrics, "units": units_of(res.metrics), "measured_with": res.measured_with,
-                    "spectrum": res.spectrum, "probes": res.probes, "timings_s": res.timings_s,
-                    "battery": asdict(cfg)}
-        record = merge_record(old, measured) if done else {**identity, **measured, "history": []}
-        rec.save_record(record, [])
-    if done:
-        rec.add_tags(tags)
-        return rec.result(record, "REUSED", measured_now=todo)
-    rec.finish("FINISHED")
-    return rec.result(record, "FINISHED")
 
 
 def _duration(minutes: float) -> str:

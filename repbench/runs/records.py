@@ -14,12 +14,12 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .. import __version__
 from ..errors import RepbenchError
+from ..files import read_json, write_json
 
 
 def config_key(learner, dataset: str, augment: bool = True) -> str:
@@ -176,27 +176,6 @@ def find_finished(runs_root: Path, prefix: str) -> Path | None:
         if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists():
             return folder
     return None
-
-
-def read_json(path: Path) -> dict:
-    """A JSON record, or {} if it is missing or unreadable (a half-written file counts as missing)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write atomically; a full disk or a read-only folder is a one-line error and leaves the old file."""
-    from ..learners import WriteError
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(path, exc) from None
 
 
 def cpu_features() -> str:

@@ -6,20 +6,23 @@ and records it: `run.json`, `metrics.json` and the MLflow run always agree on ho
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from ..learners import create_learner, has_ability, learner_from_params
-from ..measure import BatteryConfig, plots, run_battery
+from .. import seeds
 from ..data import DATASETS, ImageData, labelled_subset, load_dataset
-from .measured import merge_record, missing_metrics, units_of
-from .records import (check_results_dir, find_finished, find_run, new_run_folder, read_json, resumable, run_name,
-                      run_prefix, settle_orphans)
-from .recording import Recorder
 from ..errors import RepbenchError
+from ..files import read_json
+from ..learners import create_learner, has_ability, learner_from_params
+from ..malloc import tune as tune_malloc
+from ..measure import BatteryConfig, plots, run_battery
+from .record import Measured, RunRecord
+from .recording import Recorder
+from .records import (check_results_dir, find_finished, find_run, new_run_folder, resumable, run_name, run_prefix,
+                      settle_orphans)
 from .tracking import default_tracking_uri, reconcile
 
 
@@ -50,6 +53,23 @@ class RunSpec:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a name means, checked; on a GPU, its fast kernels switched on (`gpu_settings`)."""
+    device = _device(name)
+    if device.type == "cuda":
+        gpu_settings(device)
+    return device
+
+
+def gpu_settings(device: torch.device) -> None:
+    """cuDNN tries the convolution algorithms for each batch shape once and keeps the fastest (batches have
+    fixed shapes), and on Ampere and later float32 matrix products use TF32, as torch's convolutions already do
+    by default. GPU runs are not bit-exact either way."""
+    torch.backends.cudnn.benchmark = True
+    if torch.cuda.get_device_capability(device)[0] >= 8:
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -79,35 +99,55 @@ def plan(spec: RunSpec, device: torch.device | str = "cpu"):
                           **spec.options)
 
 
+def finished_run(spec: RunSpec) -> Path | None:
+    """The newest finished run of the configuration a spec asks for, if any; nothing is loaded or written."""
+    learner = plan(spec)
+    return find_finished(Path(spec.results_dir) / "runs", run_prefix(learner, spec.dataset, spec.augment))
+
+
 def run(spec: RunSpec) -> dict:
     """Execute one run; return its record (status, metrics, folder, MLflow run id)."""
+    tune_malloc()  # before the run allocates tensors: see malloc.py
     device = resolve_device(spec.device)
     learner = plan(spec, device)
+    finished, folder, resume = look_up(spec, learner)
+    if finished is not None:  # before any data is loaded: reusing a finished cell should cost nothing
+        return complete(finished, spec, device)
+    data = load_data(spec, learner)
+    rec = Recorder.open(spec, learner, folder, device, data)
+    with rec.guard():
+        train(learner, data, spec, rec, resume)
+        measured, artifacts = measure(learner, data, rec.folder, spec.battery, spec, run_name(learner, spec.dataset))
+        record = rec.save(measured, artifacts, history=learner.history)
+    return rec.finished(record)
+
+
+def look_up(spec: RunSpec, learner) -> tuple[Path | None, Path | None, bool]:
+    """(a finished run to complete instead of training, when `reuse` allows it; else None, the folder to train
+    in, and whether that is an interrupted run to continue rather than a new one). Orphaned runs are settled and
+    MLflow brought in line first, so that what is found is how things stand."""
     prefix = run_prefix(learner, spec.dataset, spec.augment)
     runs_root = check_results_dir(spec.results_dir) / "runs"
     settle_orphans(runs_root, prefix)
     reconcile(spec.results_dir, spec.tracking_uri or default_tracking_uri(spec.results_dir))
     done = find_finished(runs_root, prefix) if spec.reuse and spec.resume is not True else None
-    if done is not None:  # before any data is loaded: reusing a finished cell should cost nothing
-        return complete(done, spec, device)
+    if done is not None:
+        return done, None, False
     folder, why_not = resumable(runs_root, prefix) if spec.resume else (None, "")
     if spec.resume is True and folder is None:
         raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
                             f"options under {runs_root}: {why_not}")
-    data = load_data(spec, learner)
-    rec = Recorder.open(spec, learner, folder or new_run_folder(runs_root, prefix), device)
-    with rec.guard():
-        augment = DATASETS.get(spec.dataset).augment if spec.augment else None
-        learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=folder is not None,
-                    progress=spec.progress, on_epoch=rec.log_epoch, **({"augment": augment} if augment else {}),
-                    **labels_for(learner, data, rec))
-        if not (rec.folder / "checkpoint.pt").exists():  # a learner that writes no checkpoint of its own
-            learner.save(rec.folder / "checkpoint.pt")
-        measured, artifacts = measure(learner, data, rec.folder, spec.battery, spec, run_name(learner, spec.dataset))
-        record = {**rec.identity(), **measured, "history": learner.history}
-        rec.save_record(record, artifacts)
-    rec.finish("FINISHED")
-    return rec.result(record, "FINISHED")
+    return None, folder or new_run_folder(runs_root, prefix), folder is not None
+
+
+def train(learner, data: ImageData, spec: RunSpec, rec: Recorder, resume: bool) -> None:
+    """Fit the learner in the run's folder: its checkpoint every epoch, each epoch's values to the record."""
+    augment = DATASETS.get(spec.dataset).augment if spec.augment else None
+    learner.fit(data.train_x, data.test_x, checkpoint=rec.folder / "checkpoint.pt", resume=resume,
+                progress=spec.progress, on_epoch=rec.log_epoch, **({"augment": augment} if augment else {}),
+                **labels_for(learner, data, rec))
+    if not (rec.folder / "checkpoint.pt").exists():  # a learner that writes no checkpoint of its own
+        learner.save(rec.folder / "checkpoint.pt")
 
 
 def labels_for(learner, data: ImageData, rec: Recorder) -> dict:
@@ -128,8 +168,8 @@ def load_data(spec: RunSpec, learner) -> ImageData:
 def complete(folder: Path, spec: RunSpec, device: torch.device) -> dict:
     """A finished run of this configuration: measure the metrics it lacks or measured with other settings
     (from the cached representations, without training), tag it with this suite, and return it as REUSED."""
-    old = read_json(folder / "metrics.json")
-    todo = missing_metrics(old, spec.battery)
+    old = RunRecord.from_json(read_json(folder / "metrics.json"))
+    todo = old.missing(spec.battery)
     rec = Recorder.attach(spec, folder)
     if not todo:
         rec.add_tags(spec.tags)
@@ -138,15 +178,14 @@ def complete(folder: Path, spec: RunSpec, device: torch.device) -> dict:
     data = load_data(spec, learner)
     cfg = replace(spec.battery, metrics=tuple(todo))
     with rec.guard(keep_status=True):
-        measured, artifacts = measure(learner, data, folder, cfg, replace(spec, grid=0), old.get("name", ""))
-        record = merge_record(old, measured)
-        rec.save_record(record, artifacts)
+        measured, artifacts = measure(learner, data, folder, cfg, replace(spec, grid=0), old.name or "")
+        record = rec.save(measured, artifacts, into=old)
     rec.add_tags(spec.tags)
     return rec.result(record, "REUSED", measured_now=todo)
 
 
 def measure(learner, data: ImageData, folder: Path, cfg: BatteryConfig, spec: RunSpec, title: str
-            ) -> tuple[dict, list[Path]]:
+            ) -> tuple[Measured, list[Path]]:
     """Run the battery, draw its figures; return the record's measured part and the files to keep."""
     checkpoint = folder / "checkpoint.pt"
     res = run_battery(learner, data, cfg, seed=learner.seed, cache_dir=Path(spec.results_dir) / "cache",
@@ -159,15 +198,13 @@ def measure(learner, data: ImageData, folder: Path, cfg: BatteryConfig, spec: Ru
                                           chance=100.0 / max(int(data.train_y.max()) + 1, 1)))
     if spec.grid and has_ability(learner, "generator"):
         artifacts.append(sample_grid(learner, data, folder / "samples.png", spec.grid, learner.seed, title))
-    return {"metrics": res.metrics, "units": units_of(res.metrics), "measured_with": res.measured_with,
-            "spectrum": res.spectrum, "probes": res.probes, "timings_s": res.timings_s,
-            "battery": asdict(cfg)}, artifacts
+    return Measured.of(res, cfg), artifacts
 
 
 def sample_grid(learner, data: ImageData, path: Path, n: int, seed: int, title: str) -> Path:
     """min(n, 6) test images, each with n - 1 samples of p(x|z) sharing its z (a local decoder's samples need
     not look like the input: they show what z keeps), then a row of samples from the prior."""
-    g = torch.Generator(device=learner.device).manual_seed(seed)
+    g = torch.Generator(device=learner.device).manual_seed(seeds.sample_grid(seed))
     rows, k = min(n, 6), max(n - 1, 1)
     x = data.test_x[:rows]
     samples = learner.reconstruct(x.repeat_interleave(k, 0), g).view(rows, k, *x.shape[1:])
@@ -181,7 +218,7 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
     checkpoint (results beside it in eval-metrics.json). `battery` holds overrides of the preset's battery."""
     from ..learners import load_learner
     from ..measure import battery_for
-    from .records import write_json
+    from ..files import write_json
     device = resolve_device(device)
     if run_ref:
         folder = find_run(results_dir, run_ref)
@@ -203,13 +240,13 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
     title = f"{learner.display_name} on {dataset}"
     if rec is None:
         measured, _ = measure(learner, data, folder, cfg, spec, title)
-        record = {"name": title, "learner": learner.name, "dataset": dataset, **measured}
+        record = RunRecord.new({"name": title, "learner": learner.name, "dataset": dataset}, measured).to_json()
         write_json(folder / "eval-metrics.json", record)
         return {**record, "folder": str(folder), "mlflow_run_id": None, "status": "EVALUATED",
                 "tracking_error": None}
     with rec.guard(keep_status=True):
         measured, artifacts = measure(learner, data, folder, cfg, spec, title)
-        record = merge_record(read_json(folder / "metrics.json"), measured)
-        rec.save_record(record, [a for a in artifacts if a.name != "checkpoint.pt"])
+        old = RunRecord.from_json(read_json(folder / "metrics.json"))
+        record = rec.save(measured, [a for a in artifacts if a.name != "checkpoint.pt"], into=old)
     # the record on disk keeps every metric; the timings returned are this evaluation's own
-    return {**rec.result(record, "EVALUATED"), "timings_s": measured.get("timings_s", {})}
+    return {**rec.result(record, "EVALUATED"), "timings_s": measured.timings_s or {}}

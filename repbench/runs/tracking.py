@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import first_line
+from ..files import write_json
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow's defaults retry a failing HTTP call for minutes; a tracking outage should cost a run seconds.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# Who ran a run and when (`env.*`): they differ from run to run and configure nothing, so they are tags; as
+# parameters they filled the compare view's plots, which pick the parameters that differ.
+PROCESS_KEYS = ("hostname", "pid", "boot_id", "pid_start_ticks", "started_at")
 
 
 def experiment_tags() -> dict[str, str]:
@@ -108,6 +112,35 @@ def default_tracking_uri(results_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
 
 
+def plain(value: Any) -> str:
+    """A parameter's value as MLflow shows it: a list or tuple as a JSON list (`[100, 600]`, not Python's
+    `(100, 600)`), anything else as its text (`True` and `None` as before, so older runs still compare equal)."""
+    return json.dumps(list(value), default=str) if isinstance(value, (list, tuple)) else str(value)
+
+
+def source_tags(commit: str | None) -> dict[str, str]:
+    """MLflow's own tags for where a run came from, which its runs list shows (Source, Version, User)."""
+    import getpass
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": "repbench"}
+    if commit and commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a name
+        pass
+    return tags
+
+
+def dataset_input(dataset: dict):
+    """A run's data as an MLflow dataset input (the runs list's Dataset column): its name, a digest of the
+    images and labels it used, and their sizes; `dataset` is {name, digest, profile}."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    return DatasetInput(Dataset(name=dataset["name"], digest=dataset["digest"], source_type="repbench",
+                                source=json.dumps({"dataset": dataset["name"]}),
+                                profile=json.dumps(dataset.get("profile", {}))),
+                        tags=[InputTag("mlflow.data.context", "training")])
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -156,12 +189,14 @@ class MLflowTracker:
                           f"the run folder, and the MLflow run is brought in line when the store answers again",
                           RuntimeWarning, stacklevel=4)
 
-    def start(self, run_name: str, params: dict, tags: dict, run_id: str | None = None) -> str | None:
+    def start(self, run_name: str, params: dict, tags: dict, run_id: str | None = None,
+              dataset: dict | None = None) -> str | None:
+        """Create the run (or reopen `run_id`); `dataset` ({name, digest, profile}) becomes its dataset input."""
         problem = unreachable(self.uri)
         if problem:
             self._fail("start", problem)
             return None
-        return self._guard("start", self._start, run_name, params, tags, run_id)
+        return self._guard("start", self._start, run_name, params, tags, run_id, dataset)
 
     def prepare(self) -> None:
         """Create the store and the experiment now (before several processes share them)."""
@@ -184,7 +219,7 @@ class MLflowTracker:
                 client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
 
-    def _start(self, run_name, params, tags, run_id):
+    def _start(self, run_name, params, tags, run_id, dataset=None):
         from mlflow.entities import Param, RunTag
         self._connect()
         if run_id is not None:  # resuming: reopen the same run, with this start's tags (its folder, its node)
@@ -194,12 +229,16 @@ class MLflowTracker:
                 self.client.delete_tag(run_id, "error")
             self.run_id = run_id
             return run_id
+        flat = flatten(params)
+        process = {k: v for k, v in flat.items() if k.startswith("env.") and k[4:] in PROCESS_KEYS}
+        tags = {k: str(v) for k, v in {**source_tags(flat.get("env.git_commit")), **process, **tags}.items()}
         run = self.client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
-        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        for i in range(0, len(flat), 100):
-            self.client.log_batch(self.run_id, params=flat[i:i + 100])
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        kept = [Param(k, plain(v)[:6000]) for k, v in flat.items() if k not in process]
+        for i in range(0, len(kept), 100):
+            self.client.log_batch(self.run_id, params=kept[i:i + 100])
+        if dataset is not None:
+            self.client.log_inputs(self.run_id, datasets=[dataset_input(dataset)])
         return self.run_id
 
     def attach(self, run_id: str) -> None:
@@ -265,7 +304,7 @@ def send_record(tracker: MLflowTracker, folder: Path, record: dict, artifacts: l
     """A run's final record as MLflow holds it: metric values, which metrics do not apply and which probes did not
     converge, the settings each was measured with, and the files (checkpoints linked where the store allows,
     metrics.json and run.json last)."""
-    from .measured import unconverged
+    from .record import unconverged
     tracker.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
     tracker.set_tags({"not_applicable": ",".join(k for k, v in record["metrics"].items() if v is None),
                       "unconverged": ",".join(sorted(unconverged(record))),
@@ -305,9 +344,7 @@ def sync(path: Path, uri: str) -> bool:
     if not _waits_on(state, uri) or not _bring_in_line(uri, path.parent, state):
         return False
     state["mlflow_sync"] = "done"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
+    write_json(path, state)
     return True
 
 

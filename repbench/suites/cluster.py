@@ -1,7 +1,7 @@
 """Suites on a Ray cluster, with an MLflow tracking server as the shared record (`repbench suite FILE --ray ADDR`).
 
 The head submits each cell as a Ray task with the resources it asks for; the task runs exactly what a local cell
-runs (`suite_run.run_cell` on `suite_run._cell_spec`'s RunSpec), on the device Ray gave it. Workers share no disk with the
+runs (`cell.run_cell` on `cell.cell_spec`'s RunSpec), on the device Ray gave it. Workers share no disk with the
 head, so the server is the source of truth and a task's results folder is scratch on its node:
 
 - before training, the task looks the cell up in the server by its configuration key (tag `config_key`: the run
@@ -195,7 +195,7 @@ def run_in_scratch(cell, spec, scratch: Path) -> dict:
     """run_cell, then its record sent to the server before the scratch folder goes. A cell cancelled by Ctrl-C on
     the head (while training or while sending) sends what it has too, briefly: the head waits CANCEL_WAIT_S for
     all cells, and a server that missed the stop would show the run RUNNING for good."""
-    from .runner import run_cell
+    from .cell import run_cell
     try:
         return sent_to_server(run_cell(cell, spec), scratch, spec.tracking_uri)
     except KeyboardInterrupt:
@@ -224,7 +224,7 @@ def sent_to_server(outcome: dict, scratch: Path, uri: str, wait_s: float = SYNC_
 
 
 def _pending(scratch: Path) -> list[Path]:
-    from ..runs import read_json
+    from ..files import read_json
     return [p for p in scratch.glob("runs/*/run.json") if read_json(p).get("mlflow_sync") == "pending"]
 
 
@@ -238,7 +238,8 @@ def from_server(cell, spec, node: str):
     """The spec this task runs, from what the server holds of the cell: its FINISHED run reused (the record put in
     the scratch folder, where `runner.run` finds it), else its unfinished run continued (from the last uploaded
     checkpoint, if any), else a new run."""
-    from ..runs import read_json, write_json, cell_runs, connect, download
+    from ..files import read_json, write_json
+    from ..runs import cell_runs, connect, download
     try:
         key = cell.prefix()
     except RepbenchError:
@@ -270,8 +271,9 @@ def from_server(cell, spec, node: str):
 
 
 def _lacks_metrics(folder: Path, spec) -> bool:
-    from ..runs import missing_metrics, read_json
-    return bool(missing_metrics(read_json(folder / "metrics.json"), spec.battery))
+    from ..files import read_json
+    from ..runs import RunRecord
+    return bool(RunRecord.from_json(read_json(folder / "metrics.json")).missing(spec.battery))
 
 
 def _first(*values):

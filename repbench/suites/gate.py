@@ -104,7 +104,7 @@ def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = N
     if untrusted:
         raise RepbenchError(f"refusing to store a baseline with non-finite values ({', '.join(untrusted[:5])})")
     entries = [{"learner": k[0], "dataset": k[1], "preset": k[2], "metrics": v} for k, v in sorted(results.items())]
-    from ..runs import write_json
+    from ..files import write_json
     suite.baseline_file.parent.mkdir(parents=True, exist_ok=True)
     write_json(suite.baseline_file, {"suite": suite.name, "results": entries})
     return suite.baseline_file

@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 from ..errors import RepbenchError
+from .cell import cell_spec, run_cell
 from .schema import Cell, FeatureCell, Suite
 
 
@@ -26,7 +27,7 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
     from tqdm.auto import tqdm
     if jobs < 1:
         raise RepbenchError(f"--jobs must be >= 1, got {jobs}")
-    specs = [(cell, _cell_spec(suite, cell, results_dir, rerun, device, tracking_uri, data_root))
+    specs = [(cell, cell_spec(suite, cell, results_dir, rerun, device, tracking_uri, data_root))
              for cell in suite.cells]
     session = None
     if ray is not None and specs:  # connected before the bar: a wrong address or store is one line, no work
@@ -92,33 +93,6 @@ def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking
         return {"cell": cell, "status": record["status"], "record": record}
     except RepbenchError as exc:
         return {"cell": cell, "status": "FAILED", "error": str(exc)}
-
-
-def _cell_spec(suite: Suite, cell: Cell, results_dir: Path, rerun: bool, device: str, tracking_uri: str | None,
-               data_root: str | None):
-    from ..measure import battery_for
-    from ..runs import RunSpec
-    # reused if finished, else continued from its last epoch if interrupted (Ctrl-C, a lost machine or session)
-    return RunSpec(learner=cell.learner, options=cell.options, dataset=cell.dataset, preset=cell.preset,
-                   seed=cell.seed, device=device, results_dir=Path(results_dir), tracking_uri=tracking_uri,
-                   data_root=data_root, progress=False, reuse=not rerun, resume=False if rerun else "auto",
-                   battery=battery_for(cell.preset, suite.battery), tags={"suite": suite.name})
-
-
-def run_cell(cell: Cell, spec) -> dict:
-    """One cell's outcome; a failure is recorded, never raised (Ctrl-C still stops everything). A cell whose run
-    another live process is training is BUSY."""
-    from ..runs import RunBusy, run
-    try:
-        record = run(spec)
-        return {"cell": cell, "status": record["status"], "record": record}
-    except KeyboardInterrupt:
-        raise
-    except RunBusy as exc:  # another suite (another terminal) trains it now: left to that one, not repeated
-        return {"cell": cell, "status": "BUSY", "error": str(exc)}
-    except Exception as exc:
-        return {"cell": cell, "status": "FAILED",
-                "error": str(exc) if isinstance(exc, RepbenchError) else f"{type(exc).__name__}: {exc}"}
 
 
 STOP_WAIT_S = 120  # after Ctrl-C or SIGTERM, how long the suite waits for its running cells to record the stop
@@ -192,7 +166,8 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done, write=None)
 def latest_results(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> list[tuple[Cell, dict]]:
     """The newest finished run's record for each cell of the suite (cells never run are absent): from the run
     folders under `results_dir`, or with `tracking_uri` from that store alone (a cluster's shared record)."""
-    from ..runs import find_finished, read_json
+    from ..files import read_json
+    from ..runs import find_finished
     if tracking_uri is not None:
         return server_results(suite, tracking_uri)
     out = []
@@ -210,7 +185,8 @@ def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench"
     """The newest FINISHED run of each cell in a tracking store, found by its configuration key (tag
     `config_key`), with its record (metrics.json) fetched from the store: no run folder is needed."""
     import tempfile
-    from ..runs import read_json, cell_runs, connect, download, unreachable
+    from ..files import read_json
+    from ..runs import cell_runs, connect, download, unreachable
     problem = unreachable(tracking_uri)
     if problem:
         raise RepbenchError(problem)

@@ -226,7 +226,7 @@ def _threshold(t, path: Path) -> Threshold:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file: every key, value, learner option and battery setting, before any work."""
-    from ..measure import battery_for
+    from ..measure import BATTERY_KEYS, battery_for
     from ..config import check_preset
     from ..data import DATASETS
     path = Path(path)
@@ -254,12 +254,7 @@ def load_suite(path: str | Path) -> Suite:
     for cell in cells:
         _at(path, cell.build, f"learner '{cell.learner}'")
     thresholds = tuple(_threshold(t, path) for t in _list(raw, "thresholds", path, []))
-    battery = dict(_check_keys(raw.get("battery") or {}, ("probe_seeds", "iw_samples", "test_samples",
-                                                          "linear_method", "nonlinear_epochs", "label_counts",
-                                                          "nonlinear_dropout", "nonlinear_standardize",
-                                                          "id_threshold", "knn_k", "knn_distance",
-                                                          "probe_protocol"),
-                               "battery", path))
+    battery = dict(_check_keys(raw.get("battery") or {}, BATTERY_KEYS, "battery", path))
     if raw.get("metrics") is not None:
         battery["metrics"] = tuple(_list(raw, "metrics", path))
     for preset in presets:

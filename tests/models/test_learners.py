@@ -116,6 +116,24 @@ def test_paper_preset_bf16_keeps_the_likelihood_in_float32(shape):
     assert torch.isclose(mixed, full, rtol=2e-2)
 
 
+WITH_POSTERIOR = [n for n in LEARNERS if {"posterior", "likelihood"} & set(repbench.LEARNERS.get(n).abilities)]
+
+
+@pytest.mark.parametrize("name", WITH_POSTERIOR)
+def test_posterior_and_kl_leave_bf16_autocast_in_float32(name, synthetic):
+    """The paper preset trains under bf16 autocast on a GPU; the posterior's parameters, and so the KL of the loss
+    and the mutual information, stay float32 (checked here with the CPU's bf16 autocast)."""
+    learner = tiny(name, epochs=1, batch_size=50, train_limit=100).fit(synthetic.train_x[:100], progress=False)
+    x = synthetic.test_x[:20]
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mean, std = learner.posterior(x)
+            kl = learner.elbo_terms(x, mean)["kl_nats"]
+        full = learner.elbo_terms(x, learner.posterior(x)[0])["kl_nats"]
+    assert mean.dtype == std.dtype == kl.dtype == torch.float32
+    assert torch.allclose(kl, full, rtol=0.05, atol=0.05)  # the same KL, from bf16 matrix products
+
+
 @pytest.mark.parametrize("name", LEARNERS)
 def test_represent_checks_its_input(name, synthetic):
     learner = tiny(name, epochs=1, batch_size=50, train_limit=100)

@@ -236,7 +236,7 @@ def test_runs_waiting_for_a_sick_server_cost_one_health_check_per_command(tmp_pa
 
 @pytest.mark.slow
 def test_a_server_lost_mid_run_is_brought_in_line_when_it_returns(tmp_path):
-    from test_tracking import free_port, start_server
+    from mlflow_server import free_port, start_server
     port = free_port()
     server = start_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
@@ -273,7 +273,7 @@ def test_tracking_picks_up_again_when_the_server_returns_mid_run(tmp_path):
     """A restart of the server costs the epochs logged while it was away, not the rest of the run (a cluster cell
     needs its later checkpoints there), and the run is still marked for a full resend at its end."""
     from repbench.runs.tracking import MLflowTracker
-    from test_tracking import free_port, start_server
+    from mlflow_server import free_port, start_server
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     tracker = MLflowTracker(uri, "restart", tmp_path, retry_s=0.5)
@@ -354,7 +354,7 @@ def test_a_cancelled_cluster_cell_tells_the_server_it_stopped_before_its_scratch
     from repbench.suites.cluster import run_in_scratch
     from repbench.runs.runner import RunSpec
     from repbench.suites.schema import Cell
-    from test_tracking import free_port, start_server
+    from mlflow_server import free_port, start_server
     port = free_port()
     server = f"http://127.0.0.1:{port}"
     scratch, seen = tmp_path / "scratch", []
@@ -409,7 +409,7 @@ def assert_in_line(uri: str, folder: Path) -> None:
 
 @pytest.mark.slow
 def test_a_run_resumed_while_its_server_is_away_keeps_its_mlflow_run(tmp_path):
-    from test_tracking import free_port, start_server
+    from mlflow_server import free_port, start_server
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     results = tmp_path / "results"

@@ -19,7 +19,7 @@ from repbench.suites.gate import check_suite, write_baseline
 from repbench.cli import cli
 from repbench.runs.records import this_process
 from repbench.errors import RepbenchError
-from repbench.report.tables import build_report, records_from_mlflow, records_from_suite
+from repbench.report import build_report, records_from_mlflow, records_from_suite
 from repbench.suites.schema import load_suite
 from repbench.suites.runner import run_suite
 
@@ -412,6 +412,15 @@ def test_report_compares_pairs_across_seeds_and_draws_its_figures(ran, tmp_path)
     out = CliRunner().invoke(cli, ["report", "--suite", str(suite.path), "--results-dir", str(results),
                                    "--figures", str(tmp_path / "cli-figs")])
     assert out.exit_code == 0 and "Differences across training seeds" in out.output and "95% interval" in out.output
+
+
+def test_report_out_into_a_new_folder_makes_it(ran, tmp_path):
+    suite, results, _ = ran
+    target = tmp_path / "new" / "folder" / "report.md"
+    out = CliRunner().invoke(cli, ["report", "--suite", str(suite.path), "--results-dir", str(results), "--out",
+                                   str(target)])
+    assert out.exit_code == 0, out.output
+    assert target.read_text().rstrip("\n") == out.stdout.rstrip("\n") and "Table 2" in target.read_text()
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex here (apt-get install texlive-latex-base "

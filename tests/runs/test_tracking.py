@@ -1,16 +1,14 @@
 """Runs land in a real MLflow store: a SQLite file, or a real `mlflow server` over HTTP on 127.0.0.1."""
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from repbench.measure.battery import BatteryConfig
-from repbench.errors import RepbenchError
 from repbench.runs.runner import RunSpec, run
-from repbench.testing import free_port, start_mlflow_server  # noqa: F401 - free_port is shared with other tests
+
+from mlflow_server import free_port, start_server
 
 
 def smoke_spec(results_dir, **kw):
@@ -34,6 +32,27 @@ def check_logged_run(client: MlflowClient, record: dict):
     assert sorted(m.step for m in history) == [1, 2]
     arts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"checkpoint.pt", "metrics.json", "samples.png", "run.json", "spectrum.png", "probes.png"} <= arts
+    check_shown_as_mlflow_shows_runs(r)
+
+
+def check_shown_as_mlflow_shows_runs(r):
+    """The runs list's Source / Version and Dataset columns are filled; who ran it and when are tags, so the compare
+    view's plots offer configuration only; parameters read as values, not Python reprs."""
+    from repbench.learners import create_learner
+    from repbench.data import load_dataset
+    from repbench.runs.tracking import PROCESS_KEYS
+    p, t = r.data.params, r.data.tags
+    assert t["mlflow.source.name"] == "repbench" and t["mlflow.source.type"] == "LOCAL"
+    assert t.get("mlflow.source.git.commit", "unknown") == p["env.git_commit"]
+    assert not [k for k in p if k.removeprefix("env.") in PROCESS_KEYS], sorted(p)
+    assert t["env.pid"].isdigit() and t["env.started_at"] and t["env.hostname"]
+    assert p["image_shape"] == "[1, 12, 12]" and not [v for v in p.values() if v.startswith("(")]
+    (used,) = r.inputs.dataset_inputs
+    learner = create_learner("lpvae", h=1, epochs=2, preset="smoke", image_shape=(1, 12, 12))
+    data = load_dataset("synthetic").limit(*learner.data_limits())
+    assert used.dataset.name == "synthetic" and used.dataset.digest == data.describe()["digest"]
+    assert json.loads(used.dataset.profile)["train_images"] == len(data.train_x)
+    assert [(tag.key, tag.value) for tag in used.tags] == [("mlflow.data.context", "training")]
 
 
 def test_run_logs_to_local_sqlite_store(results_dir):
@@ -75,16 +94,6 @@ def test_tracking_failure_keeps_the_results(results_dir):
     assert saved["metrics"]["bpd"] == record["metrics"]["bpd"] > 0
 
 
-def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on 127.0.0.1 with artifact proxying, its store in tmp_path; the caller stops it."""
-    if shutil.which("mlflow") is None:
-        pytest.skip("the mlflow command is not on PATH")
-    try:
-        return start_mlflow_server(tmp_path, port)
-    except RepbenchError as exc:
-        pytest.fail(str(exc))
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
@@ -98,7 +107,7 @@ def mlflow_server(tmp_path):
 def test_a_test_server_stops_with_every_process_it_started(tmp_path):
     """`mlflow server` runs uvicorn and a job runner with its consumers; stopping the parent alone (as a start
     that timed out did) left them serving for hours."""
-    from repbench.testing import server_processes, stop_mlflow_server
+    from mlflow_server import server_processes, stop_mlflow_server
     proc = start_server(tmp_path, free_port())
     try:
         started = server_processes(proc)
@@ -114,3 +123,7 @@ def test_run_logs_to_a_real_mlflow_server(mlflow_server, results_dir):
     assert record["tracking_error"] is None
     check_logged_run(MlflowClient(mlflow_server), record)
     assert not (results_dir / "mlflow.db").exists()
+    import re
+    from repbench.cli import run_link  # the link `repbench run` prints opens the model-training views
+    assert re.fullmatch(rf": {mlflow_server}/#/experiments/\d+/runs/{record['mlflow_run_id']}"
+                        rf"\?workflowType=machine_learning", run_link(record["mlflow_run_id"], mlflow_server))

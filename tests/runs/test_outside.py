@@ -73,7 +73,7 @@ def test_not_an_npz_is_one_line(tmp_path):
 
 
 def test_evaluate_scores_any_encoder_and_the_run_appears_beside_learners(tmp_path):
-    from repbench.report.tables import build_report, records_from_mlflow
+    from repbench.report import build_report, records_from_mlflow
     data = make_synthetic(300, 200)
 
     def pixels(x):  # a function from uint8 images to N x d

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from repbench.measure.battery import BatteryConfig, run_battery
-from repbench.runs.measured import missing_metrics
+from repbench.runs.record import RunRecord
 from repbench.metrics import DIRECTIONS, METRICS, battery_metrics, metric_info, summary_metrics
 
 from known import KnownCode, coded_data, cond_entropy_of
@@ -48,7 +48,7 @@ def test_metric_has_unit_direction_and_a_known_answer(name):
         assert all(0 < n < 10_000 for n in fit["iterations"]), fit
     # the record, stored as JSON and read back, counts as measured with these settings: reuse measures nothing
     stored = json.loads(json.dumps({"metrics": res.metrics, "measured_with": res.measured_with}))
-    assert missing_metrics(stored, cfg) == []
+    assert RunRecord.from_json(stored).missing(cfg) == []
     if name == "label_efficiency":  # 1000 labels of a 400-image training set: does not apply, never a number
         assert res.metrics["linear_probe.labels_1000"] is None
 

@@ -7,7 +7,7 @@ import torch
 
 from repbench.metrics import (METRICS, bits_per_dim, importance_weighted_bits_per_dim, nats_to_bits_per_dim, intrinsic_dim, linear_probe,
                               nonlinear_probe, pca_spectrum, sampled_elbo_bits_per_dim, knn_probe)
-from repbench.metrics.probes import linear_probe_fit
+from repbench.metrics.probes import linear_probe_fit, nonlinear_probes
 
 
 def subspace_data(n=2000, k=3, d=20, noise=0.0, seed=0):
@@ -62,6 +62,65 @@ def test_nonlinear_probe_reads_a_nonlinear_code_and_is_reproducible():
     b = nonlinear_probe(x[:2500], y[:2500], x[2500:], y[2500:], seed=0, epochs=30)
     assert a == b and a > 90
     assert linear_probe(x[:2500], y[:2500], x[2500:], y[2500:]) < 65
+
+
+def noisy_clusters(n=1500, d=16, seed=5):
+    """Overlapping classes: a probe's accuracy here moves with any change in its arithmetic or random draws."""
+    g = np.random.default_rng(seed)
+    y = g.integers(0, 6, n)
+    return (g.normal(size=(6, d))[y] + 2.0 * g.normal(size=(n, d))).astype(np.float32), y
+
+
+def test_nonlinear_probe_accuracy_does_not_depend_on_the_thread_count():
+    x, y = noisy_clusters()
+    before = torch.get_num_threads()
+    by_threads = {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            by_threads[threads] = [nonlinear_probe(x[:1000], y[:1000], x[1000:], y[1000:], seed=s, epochs=3)
+                                   for s in range(3)]
+            assert torch.get_num_threads() == threads  # the probe's own thread count is restored after it
+    finally:
+        torch.set_num_threads(before)
+    assert all(30 < a < 99 for a in by_threads[1])  # neither chance nor solved: a difference would show
+    assert np.abs(np.subtract(by_threads[1], by_threads[2])).max() <= 0.1
+    assert by_threads[1] == by_threads[2]  # the probe runs on its own thread count: not even float noise
+
+
+def test_nonlinear_probes_batched_over_seeds_give_each_seed_its_own_accuracy():
+    x, y = noisy_clusters(seed=6)
+    g = np.random.default_rng(0)
+    subsets = [g.choice(1000, 600, replace=False) for _ in range(3)]
+    tests = [x[1000:] + 0.5 * g.normal(size=(4, 500, 16)).astype(np.float32) for _ in range(3)]  # k = 4 samples
+    together = nonlinear_probes([x[i] for i in subsets], [y[i] for i in subsets], tests, y[1000:], seeds=(4, 5, 6),
+                                epochs=4)
+    alone = [nonlinear_probe(x[i], y[i], t, y[1000:], seed=s, epochs=4) for s, i, t in zip((4, 5, 6), subsets, tests)]
+    assert together == alone and len(set(alone)) > 1
+
+
+def test_nonlinear_probe_leaves_the_global_random_state_alone(monkeypatch):
+    # Seeding the global generator from inside a probe would reseed every CUDA device's too; the probe draws
+    # from generators of its own, so its value does not depend on the global state and leaves it as it was.
+    x, y = noisy_clusters(n=600)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    monkeypatch.setattr(torch, "manual_seed", lambda *a: pytest.fail("the probe seeded the global generator"))
+    a = nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.set_rng_state(torch.ByteTensor(torch.Generator().manual_seed(456).get_state()))
+    assert nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2) == a
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the probe's GPU generator is not tested here")
+def test_nonlinear_probe_on_a_gpu_leaves_the_cuda_generator_alone():
+    x, y = noisy_clusters(n=600)
+    state = torch.cuda.get_rng_state()
+    a = nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2, device="cuda")
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    assert nonlinear_probe(x[:400], y[:400], x[400:], y[400:], seed=1, epochs=2, device="cuda") == a
+    assert 30 < a < 100
 
 
 def test_linear_probe_is_reproducible():

@@ -141,3 +141,82 @@ def test_optimizer_state_of_another_shape_is_a_clear_error(tmp_path):
         optimizer_state_by_name(_AB(hidden=5), state["model"], state["optimizer"], tmp_path / "ck.pt")
     with pytest.raises(RepbenchError, match="other parameters than this model's"):
         optimizer_state_by_name(torch.nn.Linear(4, 1), state["model"], state["optimizer"], tmp_path / "ck.pt")
+
+
+@pytest.mark.parametrize("content", ["truncated", "garbage"])
+def test_a_corrupt_checkpoint_error_ends_on_a_whole_sentence_or_word(tmp_path, content):
+    import re
+    from repbench.learners import load_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300] if content == "truncated" else b"\x80\x02garbage" * 20)
+    with pytest.raises(RepbenchError, match="is corrupt or not a repbench checkpoint") as err:
+        load_checkpoint(path)
+    why = re.search(r"\(\w+: (.*)\)$", str(err.value)).group(1)
+    assert why.endswith((".", " …")) and "weights_only` set to `False`" not in why, why
+
+
+def test_no_step_after_a_non_finite_loss_is_applied(synthetic, tmp_path):
+    # The loss is checked on the device and read back every few steps; the steps between a non-finite loss
+    # and that read are skipped, so the weights are those before it, as when the loop stopped right there.
+    x = synthetic.train_x[:200]
+
+    def failing_at_call_6(learner, failure):
+        real_loss, calls = learner.loss, {"n": 0}
+
+        def loss(module, xb):
+            calls["n"] += 1
+            if calls["n"] == 6 and failure == "interrupt":
+                raise KeyboardInterrupt
+            out = real_loss(module, xb)
+            return out * float("inf") if calls["n"] == 6 else out
+        learner.loss = loss
+        return learner
+
+    stopped = failing_at_call_6(tiny("vae", **OPTS), "interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        stopped.fit(x, progress=False)
+    guarded = failing_at_call_6(tiny("vae", **OPTS), "inf")
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss \(inf\) at epoch 2, step 1;"):
+        guarded.fit(x, checkpoint=tmp_path / "c.pt", progress=False)
+    theirs = dict(stopped.module.named_parameters())
+    assert all(torch.equal(p, theirs[n]) for n, p in guarded.module.named_parameters())
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 1
+
+
+def test_an_epoch_reads_the_loss_back_once_per_logging_interval(monkeypatch):
+    from repbench.learners import train
+    from repbench.config import TrainConfig
+    module, x = torch.nn.Linear(4, 1), torch.randn(400, 4, generator=torch.Generator().manual_seed(0))
+    opt = train.make_optimizer(module, 0.0, torch.device("cpu"))  # lr 0: the epoch's mean loss is known
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__"):  # every way a tensor's value reaches the host
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name:
+                            reads.append(_name) or _real(self, *a))
+    mean = train.one_epoch(module, opt, lambda m, xb: m(xb).pow(2).mean(), x, TrainConfig(epochs=1, batch_size=10),
+                           seed=0, epoch=1, checkpoint=None, progress=False, augment=None)
+    monkeypatch.undo()
+    assert len(reads) == 40 // train.LOG_EVERY + 1  # 40 steps: not two reads a step
+    with torch.no_grad():
+        assert mean == pytest.approx(float(module(x).pow(2).mean()), rel=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU training loop is not timed here")
+def test_a_gpu_epoch_waits_for_the_device_once_per_logging_interval(synthetic):
+    from repbench.learners import train
+    from repbench.config import TrainConfig
+    learner = tiny("lpvae", h=1, device="cuda")
+    x = synthetic.train_x[:400].cuda()
+    opt = train.make_optimizer(learner.module, 1e-3, torch.device("cuda"))
+    cfg = TrainConfig(epochs=1, batch_size=10)
+    train.one_epoch(learner.module, opt, learner.loss, x, cfg, 0, 1, None, False, None)  # warm: kernels, allocator
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with pytest.warns(UserWarning) as synced:
+            train.one_epoch(learner.module, opt, learner.loss, x, cfg, 0, 2, None, False, None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = [w for w in synced if "synchroniz" in str(w.message)]
+    assert len(waits) <= 40 // train.LOG_EVERY + 3  # the reads, the batch order's copy: not one a step

@@ -12,6 +12,7 @@ if sys.argv[1] == "torch-first":  # a user's script that imports torch before re
     import torch
 import repbench, torch
 from repbench.malloc import tune
+mode = tune()  # what a command (cli.main) and a run (runs.runner.run) do first
 torch.manual_seed(0)
 x = torch.randn(4, 4)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -26,7 +27,7 @@ module = learner.module.train()
 loss = learner.loss(module, batch)
 loss.backward()
 grads = [float(p.grad.double().pow(2).sum()) for p in module.parameters()]
-print(json.dumps({"mode": tune(), "faults": faults, "loss": float(loss), "grads": grads}))
+print(json.dumps({"mode": mode, "faults": faults, "loss": float(loss), "grads": grads}))
 """
 
 
@@ -48,3 +49,37 @@ def test_tuned_malloc_reuses_memory_and_changes_no_number(order):
     # touched a few times at most (the heap grows in steps), then reused; untuned, all 20 times fresh
     assert tuned["faults"] < 5 * pages < system["faults"] / 4
     assert tuned["loss"] == system["loss"] and tuned["grads"] == system["grads"]
+
+
+START = r"""
+import sys
+import repbench
+from repbench import malloc
+print("after import:", malloc._mode)
+if sys.argv[1] == "cli":
+    from repbench.cli import main
+    sys.argv = ["repbench", "ls"]
+    try:
+        main()
+    except SystemExit:
+        pass
+else:
+    from repbench.runs import RunSpec, run
+    try:
+        run(RunSpec("vae", dataset="no-such-dataset"))
+    except repbench.RepbenchError:
+        pass
+print("after start:", malloc._mode)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is what is tuned")
+@pytest.mark.parametrize("start", ["cli", "run"])
+def test_importing_repbench_leaves_malloc_alone_and_a_command_or_run_tunes_it(start):
+    """A library user's process is theirs: `import repbench` tunes nothing; a command and a run tune first."""
+    env = {**os.environ, "REPBENCH_MALLOC": "tuned"}
+    out = subprocess.run([sys.executable, "-c", START, start], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("after")]
+    assert lines[0] == "after import: None"
+    assert lines[1] != "after start: None" and lines[1].startswith("after start: ")

@@ -24,7 +24,7 @@ def assert_one_line_error(result, pattern):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--model", "lpvea"], r"unknown learner 'lpvea'; did you mean 'lpvae'\?; available: .*fpvae.*vae"),
+    (["--model", "lpvea"], r"unknown learner 'lpvea'; did you mean 'lpvae'\? \(available: .*fpvae.*vae\)"),
     (["--dataset", "nope"], r"unknown dataset 'nope'.*available: .*mnist5k"),
     (["--model", "lpvae", "--h", "-1"], r"h must be an integer >= 0"),
     (["--model", "fpvae", "--h", "2"], r"learner 'fpvae' takes no option 'h'"),
@@ -179,3 +179,16 @@ def test_a_suite_summary_column_keeps_the_metric_decimals():
     metrics = {"linear_probe": 77.0, "bpd": 3.3, "intrinsic_dim": 16, "mutual_info": None}
     assert [_fmt(metrics, k) for k in ("linear_probe", "bpd", "intrinsic_dim", "mutual_info", "nonlinear_probe")] \
         == ["77.0", "3.300", "16", "n/a", "-"]
+
+
+def test_a_run_of_a_finished_configuration_says_it_trains_again_and_how_to_reuse_it(tmp_path):
+    common = ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "--grid", "0", "-q",
+              "--metrics", "bpd", "--results-dir", str(tmp_path)]
+    first = CliRunner().invoke(cli, common)
+    assert first.exit_code == 0 and "note:" not in first.stderr, first.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    again = CliRunner().invoke(cli, common)
+    assert again.exit_code == 0, again.output
+    assert f"note: {folder.name} is a finished run of this configuration; `repbench run` trains it again" in \
+        again.stderr and f"`repbench eval --run {folder.name}`" in again.stderr and "a suite" in again.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 2

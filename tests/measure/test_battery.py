@@ -3,9 +3,10 @@ import json
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
-from repbench.measure.battery import BatteryConfig, extract, run_battery
+from repbench.measure.battery import BatteryConfig, battery_flags, extract, run_battery
 from repbench.metrics import REP_TYPES
 from repbench.cli import cli
 from repbench.errors import RepbenchError
@@ -98,3 +99,27 @@ def test_eval_reruns_selected_metrics_on_a_run(tmp_path):
     assert (folder / "spectrum.png").exists() and (folder / "probes.png").exists()
     bad = runner.invoke(cli, ["eval", "--run", "nosuchrun"] + base)
     assert bad.exit_code == 2 and "no run 'nosuchrun'" in bad.stderr
+
+
+@pytest.mark.parametrize("flag", battery_flags(), ids=lambda f: f.flag)
+def test_each_battery_setting_is_declared_once_and_reaches_the_cli_and_suite_files(flag, tmp_path):
+    """A setting's option (run and eval), its help with the presets' values, and its suite-file key all come
+    from its declaration in BatteryConfig: the option sets the field it names, whatever the flag is called."""
+    from dataclasses import fields
+
+    from repbench.cli import battery_overrides, cli
+    from repbench.measure.battery import BATTERY_PRESETS, BATTERY_KEYS
+    from repbench.suites.schema import load_suite
+    for command in ("run", "eval"):
+        out = CliRunner().invoke(cli, [command, "--help"], terminal_width=400)
+        assert out.exit_code == 0 and flag.flag in out.output, out.output
+    paper = getattr(BATTERY_PRESETS["paper"], flag.name)
+    given = ",".join(map(str, paper)) if isinstance(paper, tuple) else paper
+    assert battery_overrides("bpd", **{flag.name: given})[flag.name] == paper
+    assert flag.name in BATTERY_KEYS
+    assert set(BATTERY_KEYS) == {f.name for f in fields(BatteryConfig)} - {"metrics", "eval_batch_size"}
+    in_yaml = list(paper) if isinstance(paper, tuple) else paper
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"learners": ["raw"], "datasets": ["synthetic"], "presets": ["smoke"],
+                                     "battery": {flag.name: in_yaml}}))
+    assert load_suite(suite).battery == {flag.name: in_yaml}

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from repbench.cli import cli
-from test_tracking import free_port, start_server
+from mlflow_server import free_port, start_server
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'repbench[ray]'")
 pytestmark = pytest.mark.slow
