@@ -75,11 +75,14 @@ def use_old_probes() -> None:
     import torch
     from repbench.metrics import probes
 
-    def run_probe(probe, args, seed, cfg, device, epochs=None):
+    def run_probe(probe, args, seed, cfg, device, epochs=None):  # a probe.Fit, as the battery's entries read
         if probe == "linear_probe":
-            return probes.linear_probe(*args, seed=seed, method=cfg.linear_method)
-        return old_nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs,
-                                   dropout=cfg.nonlinear_dropout, standardize=cfg.nonlinear_standardize, device=device)
+            return probes.linear_probe_fit(*args, seed=seed, method=cfg.linear_method)
+        if probe == "knn_probe":
+            return probes.Fit(probes.knn_probe(*args, k=cfg.knn_k, distance=cfg.knn_distance))
+        return probes.Fit(old_nonlinear_probe(*args, seed=seed, epochs=epochs or cfg.nonlinear_epochs,
+                                              dropout=cfg.nonlinear_dropout, standardize=cfg.nonlinear_standardize,
+                                              device=device))
 
     def probe_accuracies(inputs, cfg, probe, rep_type):
         accs = []
