@@ -220,6 +220,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--step-seconds", type=float, default=3.0, help="time each training step setting this long")
     ap.add_argument("--tiny", action="store_true", help="smoke preset and generated data: the path, not the numbers")
     args = ap.parse_args(argv)
+    if args.epochs < 1 or args.budget_s <= 0 or args.step_seconds <= 0:
+        ap.error("--epochs must be >= 1, --budget-s and --step-seconds > 0")
     if missing():
         print(f"gpu_check needs {', '.join(missing())}: not installed here", file=sys.stderr)
         raise SystemExit(2)
