@@ -399,7 +399,8 @@ def _fmt(metrics: dict, key: str, flagged=()) -> str:
 @friendly()
 def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds, differences with confidence intervals)."""
-    from .report import build_report, load_paper_numbers, missing_cells, records_from_mlflow, records_from_suite
+    from .report import (build_report, left_out_values, load_paper_numbers, missing_cells, records_from_mlflow,
+                         records_from_suite)
     from .suites import load_suite, suite_command
     from .runs import default_tracking_uri
     compare = ()
@@ -421,6 +422,11 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         if missing:
             click.echo(f"note: {len(missing)} of {len(spec.cells)} cells {'has' if len(missing) == 1 else 'have'} "
                        f"no finished run and {'is' if len(missing) == 1 else 'are'} left out: {'; '.join(missing)}",
+                       err=True)
+        other = left_out_values(records)
+        if other:
+            click.echo(f"note: {len(other)} value(s) were measured only with other settings than the suite's and "
+                       f"are left out (—): {'; '.join(other)}; `{suite_command(spec, results_dir)}` measures them",
                        err=True)
     else:
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)

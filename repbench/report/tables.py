@@ -106,6 +106,12 @@ def _value_of(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def left_out_values(records: list[dict]) -> list[str]:
+    """The suite's metrics of each cell that its runs measured only with other settings (shown as not measured)."""
+    return [f"{m} of {r['learner']} / {r['dataset']} / {r['preset']} / seed {r['seed']}" for r in records
+            for m in r["_record"].get("left_out", [])]
+
+
 def missing_cells(suite, records: list[dict]) -> list[str]:
     """The suite's cells that have no row in `records` (no finished run), in the suite's order."""
     have = {(r["learner"], r["dataset"], r["preset"], r["seed"]) for r in records}

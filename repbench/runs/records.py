@@ -172,10 +172,13 @@ def _start_ticks(pid: int) -> str:
 
 
 def find_finished(runs_root: Path, prefix: str) -> Path | None:
-    for folder in run_folders(runs_root, prefix):
-        if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists():
-            return folder
-    return None
+    return next(iter(finished_folders(runs_root, prefix)), None)
+
+
+def finished_folders(runs_root: Path, prefix: str) -> list[Path]:
+    """The finished runs of a configuration (with a record), newest first."""
+    return [folder for folder in run_folders(runs_root, prefix)
+            if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists()]
 
 
 def cpu_features() -> str:
