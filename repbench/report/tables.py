@@ -380,6 +380,9 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
         rows = yaml.safe_load(path.read_text()) or []
     except OSError as exc:
         raise RepbenchError(f"cannot read paper numbers {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RepbenchError(f"{path}: not UTF-8 text (byte {exc.start}); save the paper numbers as UTF-8 YAML") \
+            from None
     except yaml.YAMLError as exc:
         raise RepbenchError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(rows, list):
