@@ -7,12 +7,13 @@
     seeds: [0]
     metrics: [bpd, mutual_info, intrinsic_dim, linear_probe, nonlinear_probe, rep_types]   # optional
     battery: {probe_seeds: 3}                                                              # optional
-    thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]                       # optional
+    thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]   # optional; learner, dataset, preset: globs
     compare: [[vae, lpvae-h2]]        # optional: differences with confidence intervals over seeds
     baseline: {file: baselines/smoke.json, tolerance: {bpd: 0.05}}                         # optional
     ray: {cpus_per_cell: 1, gpus_per_cell: 0, checkpoint_every: 1}    # optional: cells as Ray tasks (--ray)
 
-Unknown keys anywhere are errors that name the key and the file.
+Unknown keys anywhere are errors that name the key and the file, and so are a key repeated in one mapping and a
+threshold or tolerance that would gate nothing.
 """
 from __future__ import annotations
 
