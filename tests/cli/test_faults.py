@@ -516,6 +516,9 @@ SELECTION_CASES = [
     ("report-after-a-run-with-other-settings", ("", ""), [RUN + ["--metrics", "bpd,mutual_info"]],
      ["report", "--suite", "{suite}"], 0,  # bpd from the suite's runs; mutual_info the suite does not measure
      [r"\| vae +\| synthetic +\| smoke +\| 2 +\| {bpd} ± [0-9.]+ +\| — +\|"]),
+    ("report-after-an-eval-with-other-probe-seeds", ("", ""),  # linear_probe of seed 1 alone is no mean of 2 seeds
+     [["eval", "--run", "{seed0}", "--metrics", "linear_probe", "--probe-seeds", "2"]],
+     ["report", "--suite", "{suite}"], 0, [r"(?m)^\| vae +\| synthetic +\| smoke +\| 2 +\| {bpd} ± .*\| — +\|$"]),
     ("report-without-suite-keeps-configurations-apart", ("", ""),
      [RUN + ["-o", "train_limit=100", "--metrics", "bpd"]], ["report"], 0,
      [r"\| vae \[train_limit=300\] +\| synthetic +\| smoke +\| 2 +\| ",
