@@ -49,9 +49,10 @@ def gather(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> 
             g.left_out.add(key)
             continue
         for metric in rec["left_out"]:
-            settings = ", ".join(f"{k}={v}" for k, v in METRICS.get(metric).resolved_settings(cfg).items())
+            wanted = METRICS.get(metric).resolved_settings(cfg)
+            settings = "".join(f"{k}={v}, " for k, v in wanted.items() if k != "version")
             g.missing.append(f"MISSING  {metric} of {cell}: no run of its configuration measured it with the "
-                             f"suite's settings{f' ({settings})' if settings else ''}; run `{hint}`")
+                             f"suite's settings ({settings}version {wanted['version']} of its code); run `{hint}`")
             g.unmeasured.setdefault(key, set()).add(metric)
         by_group.setdefault(key, []).append((cell.seed, trusted_metrics(rec)))  # unconverged: NaN
     for key, runs in by_group.items():

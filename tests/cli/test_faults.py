@@ -509,7 +509,7 @@ SELECTION_CASES = [
     ("check-after-an-eval-with-other-probe-seeds", ("", ""),
      [["eval", "--run", "{seed0}", "--metrics", "linear_probe", "--probe-seeds", "2"]], ["check"], 1,
      [r"MISSING  linear_probe of vae / synthetic / smoke / seed 0: no run of its configuration measured it with the "
-      r"suite's settings \(probe_seeds=1, linear_method=linearsvc\)"]),
+      r"suite's settings \(probe_seeds=1, linear_method=linearsvc, probe_protocol=fixed, version 2 of its code\)"]),
     ("check-after-a-seed-1-run-of-bpd-alone", ("", ""), [RUN + ["--seed", "1", "--metrics", "bpd"]], ["check"], 0,
      [r"ok  linear_probe vae \(synthetic/smoke\): {linear_probe} \(mean of seeds 0, 1\), threshold >= 20",
       r"ok  bpd_iw vae \(synthetic/smoke\): {bpd_iw} \(mean of seeds 0, 1\)"]),
@@ -521,12 +521,26 @@ SELECTION_CASES = [
      ["report", "--suite", "{suite}"], 0, [r"(?m)^\| vae +\| synthetic +\| smoke +\| 2 +\| {bpd} ± .*\| — +\|$"]),
     ("report-without-suite-keeps-configurations-apart", ("", ""),
      [RUN + ["-o", "train_limit=100", "--metrics", "bpd"]], ["report"], 0,
-     [r"\| vae \[train_limit=300\] +\| synthetic +\| smoke +\| 2 +\| ",
-      r"\| vae \[train_limit=100\] +\| synthetic +\| smoke +\| 1 +\| "]),
+     [r"\| vae \(train_limit=300\) +\| synthetic +\| smoke +\| 2 +\| ",
+      r"\| vae \(train_limit=100\) +\| synthetic +\| smoke +\| 1 +\| "]),
+    # the issue's own example: an ad-hoc run with another --iw-samples never stands in for the suite's bpd_iw
+    ("check-after-a-run-with-other-iw-samples", ("", ""), [RUN + ["--metrics", "bpd_iw", "--iw-samples", "5"]],
+     ["check"], 0, [r"ok  bpd_iw vae \(synthetic/smoke\): {bpd_iw} \(mean of seeds 0, 1\), threshold <= 20",
+                    r"ok  linear_probe vae \(synthetic/smoke\): {linear_probe} \(mean of seeds 0, 1\)"]),
+    # a value measured by an older version of its metric's code is no more the suite's than one of other settings
+    ("check-after-a-metric-version-bump", ("", ""), [lambda results, seed0: old_version(results / "runs" / seed0)],
+     ["check"], 1, [r"MISSING  linear_probe of vae / synthetic / smoke / seed 0: .*version 2 of its code\)"]),
     # class 2: a failed features cell is a failing check, not a silent pass
     ("check-names-a-failed-features-cell", ("", BAD_FEATURES), [["suite", "{suite}", "-q"]], ["check"], 1,
      [r"MISSING  mine / external / features from nan.npz: no finished run"]),
 ]
+
+
+def old_version(folder: Path) -> None:
+    """A record as the linear probe's version 1 left it (the registry holds version 2)."""
+    record = json.loads((folder / "metrics.json").read_text())
+    record["measured_with"]["linear_probe"]["version"] = 1
+    (folder / "metrics.json").write_text(json.dumps(record))
 
 
 @pytest.fixture(scope="module")
@@ -559,7 +573,10 @@ def test_check_and_report_take_only_what_the_suite_measured(case, gate_suite, tm
     seed0 = next(p.name for p in (results / "runs").iterdir() if "-s0-" in p.name)
     fill = {"suite": str(suite), "seed0": seed0}
     for step in steps:
-        CliRunner().invoke(cli, [a.format(**fill) for a in step] + ["--results-dir", str(results)])
+        if callable(step):
+            step(results, seed0)
+        else:
+            CliRunner().invoke(cli, [a.format(**fill) for a in step] + ["--results-dir", str(results)])
     args = [a.format(**fill) for a in judged] + ([str(suite)] if judged == ["check"] else [])
     out = CliRunner().invoke(cli, args + ["--results-dir", str(results)])
     assert out.exit_code == code, out.output
