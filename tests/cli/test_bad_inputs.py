@@ -322,6 +322,8 @@ CASES = [
      with_baseline({"suite": "bad", "results": []})),
     ("gate-other-suites-baseline", ["check", "{x}"], 2, r"was written for suite 'smoke', not 'bad'",
      with_baseline({"suite": "smoke", "results": [entry(bpd=9.1)]})),
+    ("gate-threshold-glob-matches-nothing", ["check", "{x}"], 2, r"names learner 'lp\*', which the suite does not have",
+     lambda t, r: gated(t, "thresholds: [{learner: 'lp*', metric: bpd, max: 20}]\n")),
     # ---- class 4: every file repbench reads is checked, and a bad one is one line
     ("baseline-text-value", ["check", "{x}"], 2, r"base.json: bpd of vae \(synthetic/smoke\) is '9.1', not a number",
      with_baseline({"suite": "bad", "results": [entry(bpd="9.1")]})),
@@ -333,6 +335,10 @@ CASES = [
      edited_record(lambda text: text[:len(text) // 2])),
     ("metrics-json-not-a-record", ["check", "{x}"], 2, r"metrics.json is not a repbench record",
      edited_record(lambda text: "[1, 2]")),
+    ("metrics-json-settings-text", ["check", "{x}"], 2, r"metrics.json: the settings of 'bpd' are 'x', not a mapping",
+     edited_record(lambda text: json.dumps({**json.loads(text), "measured_with": {"bpd": "x"}}))),
+    ("metrics-json-not-utf8", ["report", "--suite", "{x}"], 2, r"metrics.json is unreadable or truncated \(.*utf-8",
+     lambda t, r: (r / "metrics.json").write_bytes(b"\xff" + (r / "metrics.json").read_bytes()) and gated(t)),
     ("features-truncated", ["eval", "--features", "{x}"], 2, r"cannot read features file", truncated_features),
     ("features-npy", ["eval", "--features", "{x}"], 2, r"cannot read features file .*f.npy: it holds one ndarray",
      npy_features),
@@ -363,6 +369,7 @@ CASES = [
     ("experiment-blank-report", ["report", "--experiment", "  "], 2, r"the experiment name is empty", None),
     ("experiment-too-long", ["eval", "--run", "{run}", "--experiment", "e" * 300], 2,
      r"the experiment name has 300 characters; MLflow keeps at most 256", None),
+    ("tracking-uri-blank", ["run", *SMOKE, "--tracking-uri", " "], 2, r"tracking URI ' ': MLflow cannot use it", None),
     # ---- class 6: names cannot leave their folder
     ("features-name-separator", ["eval", "--features", "{x}", "--name", "../../outside"], 2,
      r"--name '../../outside' cannot name a run folder", lambda t, r: features(t)),
@@ -373,6 +380,8 @@ CASES = [
     ("features-file-name-dotdot", ["eval", "--features", "{x}"], 2,
      r"the features file's name \(give --name\) '..f' cannot name a run folder",
      lambda t, r: features(t, name="..f.npz")),
+    ("features-name-too-long", ["eval", "--features", "{x}", "--name", "n" * 101], 2,
+     r"--name 'n{101}' cannot name a run folder: use up to 100", lambda t, r: features(t)),
 ]
 
 
@@ -466,8 +475,6 @@ API_CASES = [
     ("battery-of-a-number", lambda t, f: _battery(42), r"run_battery takes a repbench Learner .*got int"),
     ("battery-data-by-name", lambda t, f: _battery(f, "synthetic-by-name"),
      r"run_battery takes the data as an ImageData .*got str"),
-    ("evaluate-a-number", lambda t, f: _evaluate(42, t),
-     r"evaluate takes a callable or an object with encode\(images\) -> array, got a int"),
     ("evaluate-name-leaves-folder", lambda t, f: _evaluate(lambda x: x.flatten(1).float(), t, name="../../x"),
      r"name '../../x' cannot name a run folder"),
     ("evaluate-dataset-a-number", lambda t, f: __import__("repbench").evaluate(
