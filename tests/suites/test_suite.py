@@ -190,6 +190,11 @@ def test_check_passes_then_catches_regressions_and_drift(ran, tmp_path):
         assert failures == [] if shift > 0 else len(failures) == 1
     out = CliRunner().invoke(cli, ["check", str(suite.path), "--results-dir", str(results)])
     assert out.exit_code == 0 and "IMPROVED bpd" in out.output and "--write-baseline" in out.output
+    took = CliRunner().invoke(cli, ["check", str(suite.path), "--results-dir", str(results), "--write-baseline"])
+    assert took.exit_code == 0, took.output  # the improvement becomes the baseline: today's values, each seed's
+    failures, passes = check_suite(suite, results)
+    assert failures == [] and not any(p.startswith("IMPROVED") for p in passes), (failures, passes)
+    assert any(p.startswith("ok  bpd lpvae-h1") and "+0.000" in p for p in passes), passes
 
 
 # Issue 30, item 6: only a change for the worse fails, in the metric's own direction; "neither" metrics keep a
