@@ -14,11 +14,14 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..errors import RepbenchError
+from .stats import MIXED, UNCONVERGED, UNTRUSTED
 from .tables import NOT_APPLICABLE, NOT_MEASURED, Report, Section, Stat, build
 
 FORMATS = ("markdown", "latex")
 LEGEND = (f"mean ± sample std (n − 1) over training seeds; ↑ higher is better, ↓ lower, no arrow: neither; "
-          f"{NOT_APPLICABLE}: does not apply, {NOT_MEASURED}: not measured")
+          f"{NOT_APPLICABLE}: does not apply, {NOT_MEASURED}: not measured, {UNTRUSTED}: NaN or infinite, "
+          f"{UNCONVERGED}: a probe's solver did not converge, {MIXED}: seeds measured with different settings "
+          f"or code versions")
 
 
 def texts(section: Section) -> list[list[str]]:

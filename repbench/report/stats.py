@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NOT_APPLICABLE, NOT_MEASURED, UNTRUSTED, UNCONVERGED = "n/a", "—", "non-finite", "unconverged"
+MIXED = "mixed settings"  # seeds measured with different settings or versions: their mean is no number
 
 
 @dataclass
@@ -32,7 +33,11 @@ def stat(values, digits: int) -> Stat:
     if not len(numbers):
         return Stat(NOT_APPLICABLE)
     mean = float(numbers.mean())
-    std = float(numbers.std(ddof=1)) if len(numbers) > 1 else None
+    return shown(mean, float(numbers.std(ddof=1)) if len(numbers) > 1 else None, digits)
+
+
+def shown(mean: float, std: float | None, digits: int) -> Stat:
+    """A mean and its std (None: one seed, no ±) as a cell."""
     return Stat(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""), mean, std, digits)
 
 

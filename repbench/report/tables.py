@@ -14,15 +14,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..metrics import ARROWS, metric_info, summary_metrics
 from ..metrics.probes import PROBES, REP_TYPE_LABELS
 from ..errors import RepbenchError, first_line
-from .stats import NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, Stat, stat
+from .stats import NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, Stat
+from .tidy import Cells, model_version, tidy_rows
 
 CELL = ["learner", "dataset", "preset", "seed"]
+STATUS_TEXT = {"non_finite": "non-finite", "unconverged": "did not converge", "mixed_settings":
+               "seeds measured with different settings", "not_applicable": "does not apply",
+               "not_measured": "not measured"}
 DEFAULT_PAPER = Path(__file__).resolve().parents[2] / "benchmarks" / "reference" / "paper_numbers.yaml"
 PAPER_DATASET = {"mnist5k": "mnist"}  # our datasets that are subsets of a published one
 
@@ -182,14 +185,6 @@ def _mlflow_row(client, r, history: bool) -> dict:
             **table_values({**r.data.metrics, **{n: None for n in not_applicable}}, unconverged=flagged)}
 
 
-def model_version(record: dict) -> int:
-    """The version of a run's model code: from its run.json, or its MLflow run's parameters; 1 before versions."""
-    from ..files import read_json
-    state = read_json(Path(record["_folder"]) / "run.json") if record.get("_folder") else {}
-    version = (state.get("params") or {}).get("model_version", (record.get("params") or {}).get("model_version", 1))
-    return int(version)
-
-
 # ------------------------------------------------------------------------------------------ cells
 
 
@@ -199,21 +194,17 @@ def header(metric: str) -> str:
     return f"{metric} ({unit}{', ' + arrow if arrow else ''})"
 
 
-def _column(g: pd.DataFrame, metric: str) -> Stat:
-    return stat(g[metric], metric_info(metric)[2]) if metric in g else Stat(NOT_MEASURED)
-
-
 # ------------------------------------------------------------------------------------------ sections
-def table2(df: pd.DataFrame) -> Section:
+def table2(df: pd.DataFrame, cells: Cells) -> Section:
     metrics = summary_metrics()
-    rows = [[learner, dataset, preset, str(len(g))] + [_column(g, m) for m in metrics]
+    rows = [[learner, dataset, preset, str(len(g))] + [cells(learner, dataset, preset, m) for m in metrics]
             for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False)]
     return Section("table2", "Table 2: likelihood, latent information, intrinsic dimension and probes",
                    ["learner", "dataset", "preset", "seeds"] + [header(m) for m in metrics], rows, labels=4,
                    directions={header(m): metric_info(m)[1] for m in metrics})
 
 
-def table1(df: pd.DataFrame, probe: str) -> list[Section]:
+def table1(df: pd.DataFrame, probe: str, cells: Cells) -> list[Section]:
     """One table per dataset and preset (the paper's layout: a column per learner), so that no column mixes
     runs of other data or another training length."""
     sections = []
@@ -222,7 +213,7 @@ def table1(df: pd.DataFrame, probe: str) -> list[Section]:
         rows = [["seeds"] + [str(int((part["learner"] == lr).sum())) for lr in learners]]
         for key, label in REP_TYPE_LABELS.items():
             col = probe if key == "mean" else f"{probe}.{key}"
-            rows.append([label] + [_column(part[part["learner"] == lr], col) for lr in learners])
+            rows.append([label] + [cells(lr, dataset, preset, col) for lr in learners])
         sections.append(Section(f"table1.{probe}.{dataset}.{preset}",
                                 f"Table 1: {probe.replace('_', ' ')} accuracy (%) by representation type, "
                                 f"{dataset}, {preset}", [f"{probe} (%) by representation"] + learners, rows,
@@ -241,11 +232,11 @@ def _label_columns(df: pd.DataFrame) -> list[str]:
                   key=lambda c: (c.split(".")[0] != "linear_probe", _n_labels(c)))
 
 
-def label_table(df: pd.DataFrame) -> Section | None:
+def label_table(df: pd.DataFrame, cells: Cells) -> Section | None:
     cols = _label_columns(df)
     if not cols:
         return None
-    rows = [[learner, dataset, preset, str(len(g))] + [_column(g, c) for c in cols]
+    rows = [[learner, dataset, preset, str(len(g))] + [cells(learner, dataset, preset, c) for c in cols]
             for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False)]
     heads = [c.replace("_probe.labels_", " @ ") for c in cols]
     return Section("labels", "Label efficiency: probe accuracy (%) with n labelled training images",
@@ -254,7 +245,7 @@ def label_table(df: pd.DataFrame) -> Section | None:
                    note="class-balanced labelled subsets chosen by probe seed, the same for every learner")
 
 
-def classifier_table(df: pd.DataFrame, paper: list[dict] | None) -> Section | None:
+def classifier_table(df: pd.DataFrame, paper: list[dict] | None, cells: Cells) -> Section | None:
     if "classifier_accuracy" not in df or not any(isinstance(v, float) and not math.isnan(v)
                                                   for v in df["classifier_accuracy"]):
         return None
@@ -262,16 +253,18 @@ def classifier_table(df: pd.DataFrame, paper: list[dict] | None) -> Section | No
     for (learner, dataset, preset), g in df.groupby(["learner", "dataset", "preset"], sort=False):
         published = [p for p in paper or [] if p["metric"] == "classifier_accuracy" and p["learner"] ==
                      g["_display"].iloc[0] and p["dataset"] == PAPER_DATASET.get(dataset, dataset)]
-        rows.append([learner, dataset, preset, str(len(g)), _column(g, "classifier_accuracy"),
+        rows.append([learner, dataset, preset, str(len(g)),
+                     cells(learner, dataset, preset, "classifier_accuracy"),
                      "; ".join(f"{p['value']:g} ({p['source']})" for p in published) or "—"])
     return Section("table6", "Table 6: semi-supervised test accuracy (%) of the learner's own classifier",
                    ["learner", "dataset", "preset", "seeds", "classifier_accuracy (%, ↑)", "paper"], rows,
                    labels=4, directions={"classifier_accuracy (%, ↑)": "higher"})
 
 
-def compare_table(df: pd.DataFrame, pairs) -> Section | None:
+def compare_table(df: pd.DataFrame, pairs, cells: Cells) -> Section | None:
     """b - a for each pair and summary metric, and for each probe with the fewest labels (where a representation
-    is most likely to differ), with Welch's 95% interval across training seeds."""
+    is most likely to differ), with Welch's 95% interval across training seeds. Only values a table would show
+    as a number are compared: a side whose seeds did not converge or were measured differently is named."""
     from .stats import welch
     if not pairs:
         return None
@@ -282,9 +275,15 @@ def compare_table(df: pd.DataFrame, pairs) -> Section | None:
     for a, b in pairs:
         for (dataset, preset), g in df.groupby(["dataset", "preset"], sort=False):
             for m in summary_metrics() + fewest:
-                va, vb = (_numbers(g[g["learner"] == x], m) for x in (a, b))
-                if len(va) == 0 or len(vb) == 0:
+                sides = [cells.row(x, dataset, preset, m) for x in (a, b)]
+                if None in sides:
                     continue
+                bad = [f"{x}: {STATUS_TEXT[r['status']]}" for x, r in zip((a, b), sides) if r["status"] != "ok"]
+                if bad:
+                    rows.append([f"{b} − {a}", dataset, preset, m, "—", Stat(NOT_MEASURED), "not compared (" +
+                                 "; ".join(bad) + ")", "—"])
+                    continue
+                va, vb = ([v for v in r["values"] if v is not None] for r in sides)
                 d, digits = welch(va, vb), metric_info(m)[2]
                 ci = "needs ≥ 2 seeds each" if d.low is None else f"[{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
                 rows.append([f"{b} − {a}", dataset, preset, m, f"{len(va)} / {len(vb)}",
@@ -293,12 +292,6 @@ def compare_table(df: pd.DataFrame, pairs) -> Section | None:
     return Section("compare", "Differences across training seeds (mean of b − mean of a, Welch's t, 95%)",
                    ["pair", "dataset", "preset", "metric", "seeds", "difference", "95% interval", "excludes 0"],
                    rows, labels=5) if rows else None
-
-
-def _numbers(g: pd.DataFrame, metric: str) -> list[float]:
-    if metric not in g:
-        return []
-    return [float(v) for v in g[metric] if not isinstance(v, str) and not math.isnan(v)]
 
 
 def versions_table(df: pd.DataFrame) -> Section:
@@ -317,7 +310,7 @@ def versions_table(df: pd.DataFrame) -> Section:
     return Section("versions", "Code versions that made these tables", ["code", "name", "version"], rows, labels=3)
 
 
-def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
+def paper_table(df: pd.DataFrame, paper: list[dict], cells: Cells) -> Section:
     """Ours beside the published number for every (dataset, learner, metric) the paper file covers; our preset
     says when ours is a small-scale run beside a full-scale number."""
     rows = []
@@ -328,7 +321,7 @@ def paper_table(df: pd.DataFrame, paper: list[dict]) -> Section:
             scale = (preset if preset == "paper" else f"{preset}-scale run") + \
                 (f", on {dataset}" if dataset != p["dataset"] else "")
             published = f"{p['value']}" + (f" ± {p['std']}" if p.get("std") is not None else "")
-            rows.append([learner, p["dataset"], header(p["metric"]), scale, _column(g, p["metric"]),
+            rows.append([learner, p["dataset"], header(p["metric"]), scale, cells(learner, dataset, preset, p["metric"]),
                          Stat(published, float(p["value"]), p.get("std")), p["source"]])
     return Section("paper", "Beside the paper's published numbers",
                    ["learner", "dataset", "metric", "our preset", "repbench", "paper", "source"], rows, labels=4,
@@ -343,16 +336,19 @@ def build(records: list[dict], title: str = "", paper: list[dict] | None = None,
     df = pd.DataFrame(records)
     df["_display"] = df["learner"]  # the learner's own name, for the paper's numbers
     df["learner"] = configuration_names(df)
-    sections = [table2(df)]
+    named = [{**r, "learner": name} for r, name in zip(records, df["learner"])]
+    cells = Cells(tidy_rows(named))  # every format shows the tidy rows' numbers
+    sections = [table2(df, cells)]
     for probe in PROBES:
         if f"{probe}.sample_k1" in df:  # the representation types ran
-            sections += table1(df, probe)
-    sections += [s for s in (label_table(df), classifier_table(df, paper), compare_table(df, compare)) if s]
+            sections += table1(df, probe, cells)
+    sections += [s for s in (label_table(df, cells), classifier_table(df, paper, cells),
+                             compare_table(df, compare, cells)) if s]
     if paper is not None:
-        sections.append(paper_table(df, paper))
+        sections.append(paper_table(df, paper, cells))
     if "_record" in df:
         sections.append(versions_table(df))
-    report = Report(title, sections, records=[{**r, "learner": name} for r, name in zip(records, df["learner"])])
+    report = Report(title, sections, records=named)
     from .figures import draw_figures
     report.figures = draw_figures(df, figures_dir, spectra_figure)
     return report

@@ -16,14 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..metrics import entry_of, metric_info
-from .stats import NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, stat
-from .tables import model_version
+from .stats import MIXED, NOT_APPLICABLE, NOT_MEASURED, UNCONVERGED, UNTRUSTED, Stat, shown, stat
 
 FORMAT = "repbench-results/1"
 TIDY_FORMATS = ("json", "csv")
 SCHEMA = Path(__file__).with_name("results.schema.json")
 STATUS = {NOT_APPLICABLE: "not_applicable", NOT_MEASURED: "not_measured", UNTRUSTED: "non_finite",
-          UNCONVERGED: "unconverged"}
+          UNCONVERGED: "unconverged", MIXED: "mixed_settings"}
 COLUMNS = ["learner", "dataset", "preset", "metric", "entry", "unit", "direction", "status", "mean", "std",
            "n_seeds", "metric_version", "model_version", "settings", "seeds", "values"]
 NESTED = ("settings", "seeds", "values")  # JSON-encoded in a CSV cell
@@ -60,6 +59,33 @@ def _row(learner: str, dataset: str, preset: str, name: str, g: pd.DataFrame) ->
             "metric_version": None if mixed else settings[0]["version"],
             "model_version": model_version(measured[0]), "settings": common,
             "seeds": [int(s) for s in g["seed"]], "values": numbers}
+
+
+def model_version(record: dict) -> int:
+    """The version of a run's model code: from its run.json, or its MLflow run's parameters; 1 before versions."""
+    from ..files import read_json
+    state = read_json(Path(record["_folder"]) / "run.json") if record.get("_folder") else {}
+    version = (state.get("params") or {}).get("model_version", (record.get("params") or {}).get("model_version", 1))
+    return int(version)
+
+
+class Cells:
+    """The tables' cells, each read from the tidy row of its learner x dataset x preset x value, so that the
+    markdown, LaTeX and HTML tables show the very number (or marker) that the JSON and CSV rows hold."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = {(r["learner"], r["dataset"], r["preset"], r["metric"]): r for r in rows}
+
+    def row(self, learner: str, dataset: str, preset: str, metric: str) -> dict | None:
+        return self.rows.get((learner, dataset, preset, metric))
+
+    def __call__(self, learner: str, dataset: str, preset: str, metric: str) -> Stat:
+        row = self.row(learner, dataset, preset, metric)
+        if row is None:
+            return Stat(NOT_MEASURED)
+        if row["status"] != "ok":
+            return Stat({v: k for k, v in STATUS.items()}[row["status"]])
+        return shown(row["mean"], row["std"], metric_info(row["metric"])[2])
 
 
 def _settings(record: dict, entry: str) -> dict:

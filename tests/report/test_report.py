@@ -195,3 +195,31 @@ def test_the_probe_against_information_figure_names_the_runs_it_cannot_place(mix
     caption = next(c for c, p in build(odd, figures_dir=tmp_path).figures if p.name == "probe_vs_mi.png")
     assert caption.endswith("not drawn: ae · mnist5k · smoke (1 of 1 seeds: mutual_info or linear_probe not "
                             "measured, not applicable or not finite)"), caption
+
+
+def test_every_format_shows_the_tidy_rows_number_or_its_marker(mixed):
+    """Seed 1 of lpvae-h2 on mnist5k measured its linear probe with another C: the tidy rows give no mean, and the
+    markdown, LaTeX and compare tables must not show one either (they read the same rows)."""
+    from repbench.report import read_tidy
+    from repbench.report.tidy import render_tidy
+    runs = [dict(r) for r in mixed]
+    for r in runs:
+        c = 9.0 if (r["learner"], r["dataset"], r["seed"]) == ("lpvae-h2", "mnist5k", 1) else 1.0
+        r["_record"] = {"measured_with": {"linear_probe": {"linear_c": c}}}
+    report = build(runs, compare=[("vae", "lpvae-h2")])
+    rows = read_tidy(render_tidy(report.records, "json"))
+    probe = {(r["learner"], r["dataset"]): r for r in rows if r["metric"] == "linear_probe"}
+    assert probe[("lpvae-h2", "mnist5k")]["status"] == "mixed_settings" and probe[("lpvae-h2", "mnist5k")]["mean"] \
+        is None and probe[("lpvae-h2", "synthetic")]["mean"] == pytest.approx(100.0)
+    table2 = section(report, "table2")
+    column = table2.columns.index("linear_probe (%, ↑)")
+    cells = {(r[0], r[1]): r[column] for r in table2.rows}
+    assert cells[("lpvae-h2", "mnist5k")].text == "mixed settings" and cells[("lpvae-h2", "mnist5k")].mean is None
+    for (learner, dataset), row in probe.items():   # every other cell is the tidy row's mean, to its digits
+        if row["mean"] is not None:
+            assert cells[(learner, dataset)].mean == row["mean"]
+    markdown = [line for line in render(report, "markdown").splitlines() if line.startswith("| lpvae-h2  | mnist5k")]
+    latex = [line for line in render(report, "latex").splitlines() if line.startswith("lpvae-h2 & mnist5k")]
+    assert markdown and latex and not [line for line in markdown + latex if "86.3" in line], markdown + latex
+    compare = [r for r in section(report, "compare").rows if r[1] == "mnist5k" and r[3] == "linear_probe"]
+    assert compare and compare[0][6] == "not compared (lpvae-h2: seeds measured with different settings)", compare
