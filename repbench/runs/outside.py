@@ -59,7 +59,8 @@ def check_arrays(a: dict, where: str) -> None:
             raise RepbenchError(f"{where}: '{split}' has {len(x)} rows; at least 2 are needed")
         if np.abs(x).max() >= LARGEST:
             raise RepbenchError(f"{where}: '{split}' has values as large as {np.abs(x).max():.3g}; representations "
-                                f"must stay below {LARGEST:.0e} in magnitude (the probes' sums of squares in 32-bit floats)")
+                                f"must stay below {LARGEST:.0e} in magnitude (the probes' sums of squares in 32-bit "
+                                f"floats)")
         if y.min() < 0:
             raise RepbenchError(f"{where}: '{split}_y' has negative labels ({int(y.min())}); labels are classes "
                                 f"0, 1, 2, ...")

@@ -223,9 +223,10 @@ def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = N
     if not g.values:
         raise RepbenchError(f"no finished runs of suite '{suite.name}' under {results_dir}; run it first")
     if g.missing:
+        what = "; ".join(m.removeprefix("MISSING  ").split(":")[0] for m in g.missing[:3])
         raise RepbenchError(f"refusing to store a partial baseline: {len(g.missing)} cell(s) or metric(s) were not "
-                            f"measured with the suite's settings ({'; '.join(m.split(':')[0][9:] for m in g.missing[:3])}"
-                            f"{'; ...' if len(g.missing) > 3 else ''}); run `{suite_command(suite, results_dir)}` first")
+                            f"measured with the suite's settings ({what}{'; ...' if len(g.missing) > 3 else ''}); "
+                            f"run `{suite_command(suite, results_dir)}` first")
     untrusted = [f"{n} of {k[0]}" for k, v in sorted(g.values.items()) for n, xs in v.items()
                  if any(x is not None and not math.isfinite(x) for x in xs)]
     if untrusted:
