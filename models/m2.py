@@ -362,12 +362,13 @@ class M2(TorchLearner):
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x, y_hat): the Gaussian that `elbo_terms` pairs with p(x, y_hat | z)."""
+        x = self.ready(x)
         return self.module.q_z(x, self.module.guess(x))
 
     def elbo_terms(self, x: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """nll_nats = -log p(x | y_hat, z) + log K and kl_nats = KL(q(z|x, y_hat) || p(z)), per image."""
         m = self.module
-        x = as_unit(x)
+        x = as_unit(self.ready(x))
         y = m.guess(x)
         mean, std = m.q_z(x, y)
         if z is None:

@@ -218,16 +218,16 @@ class VAEFamily(TorchLearner):
 
     # The design's plain-tensor API, delegated to the module.
     def posterior(self, x):
-        return self.module.posterior(x)
+        return self.module.posterior(self.ready(x))
 
     def decoder_params(self, x, z):
-        return self.module.decoder_params(x, z)
+        return self.module.decoder_params(self.ready(x), z)
 
     def pixel_log_prob(self, x, params):
         return self.module.pixel_log_prob(x, params)
 
     def elbo_terms(self, x, z=None):
-        return self.module.elbo_terms(x, z)
+        return self.module.elbo_terms(self.ready(x), z)
 
     def represent(self, x: torch.Tensor, kind: str = "mean", generator: torch.Generator | None = None) -> torch.Tensor:
         self.check_kind(kind)

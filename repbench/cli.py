@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -53,10 +55,25 @@ def parse_pairs(pairs: tuple[str, ...], flag: str, parse_value=yaml.safe_load) -
 
 
 # ------------------------------------------------------------------------------------------ shared options
+def checked(kind: str):
+    """A click callback that refuses a tracking URI MLflow cannot use or an experiment name it cannot store, as
+    a usage error before any work."""
+    def callback(ctx, param, value):
+        if value is None or (kind == "experiment" and value == "repbench"):
+            return value
+        from .runs.tracking import check_tracking
+        try:
+            check_tracking(value if kind == "uri" else None, value if kind == "experiment" else None)
+        except RepbenchError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value
+    return callback
+
+
 SHARED = {
     "results_dir": click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
                                 show_default=True, help="Folder for run folders and the local MLflow store."),
-    "tracking_uri": click.option("--tracking-uri", default=None,
+    "tracking_uri": click.option("--tracking-uri", default=None, callback=checked("uri"),
                                  help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite file "
                                       "under the results folder)."),
     "device": click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N",
@@ -64,7 +81,7 @@ SHARED = {
     "data_root": click.option("--data-root", default=None, help="Folder of downloaded datasets (default: "
                                                                 "$REPBENCH_DATA or ~/.cache/repbench/data)."),
     "quiet": click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
-    "experiment": click.option("--experiment", default="repbench", show_default=True,
+    "experiment": click.option("--experiment", default="repbench", show_default=True, callback=checked("experiment"),
                                help="MLflow experiment name."),
 }
 
@@ -381,7 +398,8 @@ def _fmt(metrics: dict, key: str, flagged=()) -> str:
 @click.option("--suite", "suite_file", type=click.Path(path_type=Path), default=None,
               help="Report the newest finished run of each cell of this suite (and its compare pairs): from the "
                    "run folders, or with --tracking-uri from that MLflow store alone.")
-@click.option("--experiment", default="repbench", show_default=True, help="Without --suite: MLflow experiment.")
+@click.option("--experiment", default="repbench", show_default=True, callback=checked("experiment"),
+              help="Without --suite: MLflow experiment.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Without --suite: MLflow tag filters.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "html", "json", "csv"]), default="markdown",
               show_default=True, help="latex: table floats with captions (needs booktabs and graphicx); html: a "
@@ -399,10 +417,12 @@ def _fmt(metrics: dict, key: str, flagged=()) -> str:
 @friendly()
 def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_file, tracking_uri, results_dir):
     """The paper's tables from finished runs (mean ± std over seeds, differences with confidence intervals)."""
-    from .report import build_report, load_paper_numbers, missing_cells, records_from_mlflow, records_from_suite
+    from .report import (build_report, left_out_values, load_paper_numbers, missing_cells, records_from_mlflow,
+                         records_from_suite)
     from .suites import load_suite, suite_command
     from .runs import default_tracking_uri
     compare = ()
+    check_paths(figure=figure, figures=figures_dir, out=out if fmt == "html" else None)
     if suite_file and tags:
         raise RepbenchError("--tag filters runs without --suite; a suite's runs are its cells, found by their "
                             "configuration")
@@ -421,6 +441,11 @@ def report(suite_file, experiment, tags, fmt, figure, figures_dir, out, paper_fi
         if missing:
             click.echo(f"note: {len(missing)} of {len(spec.cells)} cells {'has' if len(missing) == 1 else 'have'} "
                        f"no finished run and {'is' if len(missing) == 1 else 'are'} left out: {'; '.join(missing)}",
+                       err=True)
+        other = left_out_values(records)
+        if other:
+            click.echo(f"note: {len(other)} value(s) were measured only with other settings than the suite's and "
+                       f"are left out (—): {'; '.join(other)}; `{suite_command(spec, results_dir)}` measures them",
                        err=True)
     else:
         tag_filter = parse_pairs(tags, "--tag", parse_value=str)
@@ -451,6 +476,18 @@ def out_file(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RepbenchError(f"--out {path}: cannot create its folder {path.parent}: {exc.strerror or exc}") from None
+
+
+def check_paths(**paths) -> None:
+    """Output paths checked before any work: a folder option naming a file (or a file option naming a folder) is
+    one line, not a traceback after the tables were built. `figure` is a file; the others are folders."""
+    for flag, path in paths.items():
+        if path is None or not Path(path).exists():
+            continue
+        if flag == "figure" and Path(path).is_dir():
+            raise RepbenchError(f"--figure {path} is a folder; give the image file to write (spectra.png)")
+        if flag != "figure" and not Path(path).is_dir():
+            raise RepbenchError(f"--{flag} {path} is a file, not a folder")
 
 
 @cli.command()
@@ -491,7 +528,21 @@ def main():
     from .runs import interrupt_on_sigterm
     tune()  # before a command allocates tensors: see malloc.py
     interrupt_on_sigterm()
-    cli(prog_name="repbench")
+    try:
+        cli(prog_name="repbench")
+    except KeyboardInterrupt:  # a stop that landed after the command's own handler: its output is out, whole
+        code = EXIT_INTERRUPTED
+    except SystemExit as exc:
+        code = exc.code
+    finally:  # from here to the interpreter's end a stop is the exit code alone, never a traceback
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _exit_interrupted)
+    sys.exit(code)
+
+
+def _exit_interrupted(signum, frame):
+    sys.stdout.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

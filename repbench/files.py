@@ -3,6 +3,7 @@ cache, baselines), and its one error. A write goes to a temporary file beside th
 crash or a full disk never leaves half a file where a whole one was."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -56,5 +57,18 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write atomically; a full disk or a read-only folder is a one-line error and leaves the old file."""
-    write_atomic(path, json.dumps(obj, indent=2, default=str).encode())
+    """Write atomically; a full disk or a read-only folder is a one-line error and leaves the old file. On a full
+    disk a record that exists is rewritten in place instead (it fits in the blocks it frees): a run's end must
+    reach its run.json even when the disk filled first."""
+    data = json.dumps(obj, indent=2, default=str).encode()
+    try:
+        write_atomic(path, data)
+    except WriteError as exc:
+        if exc.errno != errno.ENOSPC or not Path(path).exists():
+            raise
+        try:
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(data)
+        except OSError:
+            raise exc from None

@@ -176,6 +176,8 @@ class TorchLearner(Learner):
                                                "seed": self.seed, "options": dict(self.options)}}
 
     def save(self, path: str | Path) -> None:
+        if not self.fitted:
+            raise RepbenchError(f"learner '{self.name}' is not fitted: call fit(train_x) or load(path) before save")
         save_checkpoint(Path(path), {**self._meta(), "model": self.module.state_dict(), "history": self.history,
                                      "finished": True})
 
@@ -222,6 +224,17 @@ class TorchLearner(Learner):
                                 f", got {list(x.shape)}")
         if len(x) == 0:
             raise RepbenchError("no images given (an empty batch)")
+        return x
+
+    def ready(self, x) -> torch.Tensor:
+        """The input of the plain-tensor API (posterior, elbo_terms, decoder_params), checked: a fitted learner
+        and images [N, C, H, W] of its shape, uint8 levels or floats in [-1, 1]."""
+        if not self.fitted:
+            raise RepbenchError(f"learner '{self.name}' is not fitted: call fit(train_x) or load(path) first")
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise RepbenchError(f"learner '{self.name}' takes images [N, {', '.join(map(str, self.image_shape))}] "
+                                f"as a torch tensor, got {got}")
         return x
 
     def batched(self, fn, x: torch.Tensor, batch_size: int | None = None):

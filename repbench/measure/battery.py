@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import seeds
-from ..learners import has_ability
+from ..learners import Learner, has_ability
 from ..config import bounded, check_fields, override
 from ..data import ImageData
 from ..metrics import (KNN_DISTANCES, LINEAR_METHODS, METRICS, PROBE_PROTOCOLS, Values, battery_metrics, default_metrics,
@@ -310,6 +310,15 @@ def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, s
     """Run the metrics `cfg.metrics` on a trained learner (or on `reps` alone, with learner None), on the
     learner's preset's share of `data`. Without `cfg`, the battery of the learner's preset. Every metric gets a
     generator seeded by `seed` (default: the learner's)."""
+    if learner is None and reps is None:
+        raise RepbenchError("run_battery needs a trained learner, or learner None with the representations "
+                            "(reps={'train': {'mean': ...}, 'test': {...}})")
+    if learner is not None and not isinstance(learner, Learner):
+        raise RepbenchError(f"run_battery takes a repbench Learner (or None with reps=...), got "
+                            f"{type(learner).__name__}")
+    if not isinstance(data, ImageData):
+        raise RepbenchError(f"run_battery takes the data as an ImageData (repbench.load_dataset), got "
+                            f"{type(data).__name__}")
     cfg = cfg or battery_for(getattr(learner, "preset", "quick"))
     seed = seed if seed is not None else (learner.seed if learner is not None else 0)
     if learner is not None:  # the preset's test split, as `repbench run` measures it (a no-op on limited data)

@@ -69,15 +69,23 @@ def table_values(metrics: dict, not_applicable=(), unconverged=()) -> dict:
 
 
 def records_from_suite(suite, results_dir: Path, tracking_uri: str | None = None) -> list[dict]:
-    """The newest finished run of each cell: from the run folders, or with `tracking_uri` from that store alone."""
+    """Each cell's values as the suite measures them (suites.latest_results): from the run folders, or with
+    `tracking_uri` from that store alone. A metric that some seed of a learner has not measured so is left out of
+    all its seeds: a mean over fewer seeds than the row's `seeds` would be a number measured otherwise."""
+    from ..metrics import METRICS
     from ..suites import latest_results
     from ..runs import unconverged
-    rows = []
+    rows, lacking = [], {}
     for cell, rec in latest_results(suite, results_dir, tracking_uri):
         rows.append({"learner": cell.display, "dataset": cell.dataset, "preset": cell.preset, "seed": cell.seed,
                      **table_values(rec.get("metrics", {}), unconverged=unconverged(rec)),
                      "_spectrum": rec.get("spectrum") or [], "_history": rec.get("history") or [], "_record": rec,
                      "_config": configuration(cell.build().params() if hasattr(cell, "build") else {})})
+        lacking.setdefault((cell.display, cell.dataset, cell.preset), set()).update(rec["left_out"])
+    for row in rows:
+        for metric in lacking[(row["learner"], row["dataset"], row["preset"])]:
+            for name in [n for n in row if not n.startswith("_") and METRICS.get(metric).owns(n)]:
+                del row[name]
     return rows
 
 
@@ -107,6 +115,13 @@ def _value_of(value):
             except ValueError:
                 return value
     return list(value) if isinstance(value, tuple) else value
+
+
+def left_out_values(records: list[dict]) -> list[str]:
+    """The suite's metrics of each cell that its runs measured only with other settings (their learner's row
+    shows them as not measured, for every seed)."""
+    return [f"{m} of {r['learner']} / {r['dataset']} / {r['preset']} / seed {r['seed']}" for r in records
+            for m in r["_record"].get("left_out", [])]
 
 
 def missing_cells(suite, records: list[dict]) -> list[str]:
@@ -370,6 +385,9 @@ def load_paper_numbers(path: Path | None = None) -> list[dict]:
         rows = yaml.safe_load(path.read_text()) or []
     except OSError as exc:
         raise RepbenchError(f"cannot read paper numbers {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RepbenchError(f"{path}: not UTF-8 text (byte {exc.start}); save the paper numbers as UTF-8 YAML") \
+            from None
     except yaml.YAMLError as exc:
         raise RepbenchError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(rows, list):

@@ -4,6 +4,8 @@ representations and labels, and recorded as a run like any other (folder, run.js
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,20 +18,24 @@ from ..errors import RepbenchError, first_line
 from ..files import read_json
 from .record import Measured, RunRecord
 from .recording import Recorder
-from .records import check_results_dir, find_finished, new_run_folder
+from .records import check_name, check_results_dir, find_finished, new_run_folder
 from .runner import RunSpec
 
 ARRAYS = ("train", "train_y", "test", "test_y")
 PRESET = "features"  # how these runs show in tables: not trained by repbench at any preset
+LARGEST = 1e15       # above it, squares summed over 100,000 rows overflow the probes' 32-bit floats (3.4e38)
 
 
 def read_features(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a features file, checked: N x d finite floats and N integer labels per split."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy: one bare array, not the four named ones
+            raise ValueError(f"it holds one {type(loaded).__name__}, not named arrays")
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:  # truncated, not a zip
         raise RepbenchError(f"cannot read features file {path}: {first_line(exc, 150)} (expected an .npz "
                             f"with arrays {', '.join(ARRAYS)})") from None
     missing = [k for k in ARRAYS if k not in arrays]
@@ -51,6 +57,16 @@ def check_arrays(a: dict, where: str) -> None:
             raise RepbenchError(f"{where}: '{split}_y' must be {len(x)} integer labels, got shape {y.shape} {y.dtype}")
         if len(x) < 2:
             raise RepbenchError(f"{where}: '{split}' has {len(x)} rows; at least 2 are needed")
+        if np.abs(x).max() >= LARGEST:
+            raise RepbenchError(f"{where}: '{split}' has values as large as {np.abs(x).max():.3g}; representations "
+                                f"must stay below {LARGEST:.0e} in magnitude (the probes' sums of squares in 32-bit "
+                                f"floats)")
+        if y.min() < 0:
+            raise RepbenchError(f"{where}: '{split}_y' has negative labels ({int(y.min())}); labels are classes "
+                                f"0, 1, 2, ...")
+    if len(np.unique(a["train_y"])) < 2:
+        raise RepbenchError(f"{where}: 'train_y' has a single class ({int(np.asarray(a['train_y'])[0])}); a probe "
+                            f"needs at least two")
     if np.asarray(a["train"]).shape[1] != np.asarray(a["test"]).shape[1]:
         raise RepbenchError(f"{where}: train and test representations differ in width "
                             f"({np.asarray(a['train']).shape[1]} vs {np.asarray(a['test']).shape[1]})")
@@ -141,6 +157,8 @@ def evaluate_features(path: Path, *, name: str | None = None, dataset: str = "ex
                       data_root: str | None = None, **kw) -> dict:
     """`repbench eval --features FILE.npz`: scored as `dataset`'s if it holds that dataset's splits, or as
     `external` data."""
+    check_name(name or Path(path).stem, "--name" if name else "the features file's name (give --name)")
+    check_name(dataset, "--dataset")
     arrays = read_features(path)
     check_dataset(arrays, dataset, str(path), data_root)
     fingerprint = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
@@ -162,6 +180,10 @@ def evaluate(model, dataset: str | ImageData = "mnist5k", *, name: str | None = 
     if not callable(encode):
         raise RepbenchError(f"evaluate takes a callable or an object with encode(images) -> array, got a "
                             f"{type(model).__name__}")
+    if name is not None:
+        check_name(name, "name")
+    if not isinstance(dataset, (str, ImageData)):
+        raise RepbenchError(f"dataset must be a dataset name or an ImageData, got {type(dataset).__name__}")
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     limits = TRAIN_PRESETS[check_preset(preset)]
     data = data.limit(limits.train_limit, limits.test_limit)

@@ -56,13 +56,16 @@ class Recorder:
                 "run_folder": str(folder), **({"config_key": key} if key else {}), **spec.tags}
         battery = {k: v for k, v in _spec_dict(spec)["battery"].items() if k != "eval_batch_size"}
         known = state.get("mlflow_run_id") or spec.mlflow_run_id  # resuming: kept even if the store is away now
-        state["mlflow_run_id"] = tracker.start(identity["name"], {**state["params"], "dataset": identity["dataset"],
-                                                                  "device": str(device), "env": state["environment"],
-                                                                  "battery": battery}, tags, known,
-                                               dataset) or known
+        params = {**state["params"], "dataset": identity["dataset"], "device": str(device),
+                  "env": state["environment"], "battery": battery}
+        state["mlflow_run_id"] = tracker.start(identity["name"], params, tags, known, dataset) or known
         if spec.checkpoint_every and not state["mlflow_run_id"]:  # a cluster cell's record is the server's alone
             raise RepbenchError(f"the tracking server did not take this cell's run ({tracker.error}); nothing was "
                                 f"trained")
+        state.pop("mlflow_start", None)
+        if not state["mlflow_run_id"]:  # the store was away: `tracking.sync` starts the run once it answers
+            state["mlflow_start"] = {"experiment": spec.experiment, "run_name": identity["name"], "params": params,
+                                     "tags": tags, "dataset": dataset}
         # the process that runs it now (a resumed run's `environment` is its first start's): see settle_orphans
         state.update(status="RUNNING", device=str(device), error=None, process=this_process())
         rec = cls(spec, folder, state, tracker)
@@ -142,11 +145,12 @@ class Recorder:
                           tracking_uri=self.tracker.uri)
         if error:
             self.tracker.set_tags({"error": error})
-        synced = self.tracker.end(status)
-        self.state["mlflow_sync"] = "done" if synced or not self.state.get("mlflow_run_id") else "pending"
+        # "done" only for a run the store has whole: one it never started (the store away or broken) is pending too
+        self.state["mlflow_sync"] = "done" if self.tracker.end(status) and self.state.get("mlflow_run_id") \
+            else "pending"
         self.write_state()
         if self.state["mlflow_sync"] == "pending" and sync(self.folder / "run.json", self.tracker.uri):
-            self.state["mlflow_sync"] = "done"  # the store came back before the end: it has the whole record now
+            self.state = read_json(self.folder / "run.json")  # the store came back: it has the whole record now
 
     @contextlib.contextmanager
     def guard(self, keep_status: bool = False):

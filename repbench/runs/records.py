@@ -58,8 +58,19 @@ def check_results_dir(path: Path) -> Path:
     return path
 
 
+def check_name(name, what: str) -> str:
+    """A name that becomes part of a run folder's name: a separator or '..' in it would write outside the
+    results folder, a leading '.' would hide the folder."""
+    if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 100 or \
+            any(bad in name for bad in ("/", "\\", "..")) or name.startswith("."):
+        raise RepbenchError(f"{what} {name!r} cannot name a run folder: use up to 100 letters, digits and - _ . "
+                            f"(no '/', no '..', no leading '.')")
+    return name
+
+
 def new_run_folder(runs_root: Path, prefix: str) -> Path:
     """Create a fresh run folder atomically: two runs started in the same millisecond still get their own."""
+    check_name(prefix, "run folder")
     try:
         runs_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -172,10 +183,13 @@ def _start_ticks(pid: int) -> str:
 
 
 def find_finished(runs_root: Path, prefix: str) -> Path | None:
-    for folder in run_folders(runs_root, prefix):
-        if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists():
-            return folder
-    return None
+    return next(iter(finished_folders(runs_root, prefix)), None)
+
+
+def finished_folders(runs_root: Path, prefix: str) -> list[Path]:
+    """The finished runs of a configuration (with a record), newest first."""
+    return [folder for folder in run_folders(runs_root, prefix)
+            if read_json(folder / "run.json").get("status") == "FINISHED" and (folder / "metrics.json").exists()]
 
 
 def cpu_features() -> str:

@@ -6,6 +6,7 @@ and records it: `run.json`, `metrics.json` and the MLflow run always agree on ho
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -21,9 +22,9 @@ from ..malloc import tune as tune_malloc
 from ..measure import BatteryConfig, plots, run_battery
 from .record import Measured, RunRecord
 from .recording import Recorder
-from .records import (check_results_dir, find_finished, find_run, new_run_folder, resumable, run_name, run_prefix,
-                      settle_orphans)
-from .tracking import default_tracking_uri, reconcile
+from .records import (RunBusy, check_results_dir, find_finished, find_run, new_run_folder, resumable, run_name,
+                      run_prefix, settle_orphans)
+from .tracking import check_tracking, default_tracking_uri, reconcile
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def plan(spec: RunSpec, device: torch.device | str = "cpu"):
         raise RepbenchError(f"--seed must be an integer from 0 to 2^31 - 1, got {spec.seed!r}")
     if not (isinstance(spec.resume, bool) or spec.resume == "auto"):
         raise RepbenchError(f"resume must be True, False or 'auto', got {spec.resume!r}")
+    check_tracking(spec.tracking_uri or default_tracking_uri(spec.results_dir), spec.experiment)
     return create_learner(spec.learner, preset=spec.preset, image_shape=shape, seed=spec.seed, device=device,
                           **spec.options)
 
@@ -110,11 +112,14 @@ def run(spec: RunSpec) -> dict:
     tune_malloc()  # before the run allocates tensors: see malloc.py
     device = resolve_device(spec.device)
     learner = plan(spec, device)
-    finished, folder, resume = look_up(spec, learner)
+    runs_root = check_results_dir(spec.results_dir) / "runs"
+    with configuration_lock(runs_root, run_prefix(learner, spec.dataset, spec.augment)):
+        finished, folder, resume = look_up(spec, learner)
+        if finished is None:  # under the lock until run.json says RUNNING: a second process then sees this run
+            data = load_data(spec, learner)
+            rec = Recorder.open(spec, learner, folder, device, data)
     if finished is not None:  # before any data is loaded: reusing a finished cell should cost nothing
         return complete(finished, spec, device)
-    data = load_data(spec, learner)
-    rec = Recorder.open(spec, learner, folder, device, data)
     with rec.guard():
         train(learner, data, spec, rec, resume)
         measured, artifacts = measure(learner, data, rec.folder, spec.battery, spec, run_name(learner, spec.dataset))
@@ -148,6 +153,24 @@ def train(learner, data: ImageData, spec: RunSpec, rec: Recorder, resume: bool) 
                 **labels_for(learner, data, rec))
     if not (rec.folder / "checkpoint.pt").exists():  # a learner that writes no checkpoint of its own
         learner.save(rec.folder / "checkpoint.pt")
+
+
+@contextlib.contextmanager
+def configuration_lock(runs_root: Path, prefix: str):
+    """Held from looking for a configuration's runs until its new run says RUNNING in run.json, so that a second
+    process deciding at the same moment sees that run (and reuses, waits for or refuses it) instead of training
+    the same cell twice. A lost process's lock is released by the kernel with its file."""
+    from filelock import FileLock, Timeout
+    locks = runs_root.parent / "locks"
+    try:
+        locks.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise RepbenchError(f"cannot create {locks}: {exc.strerror or exc}") from None
+    try:
+        with FileLock(str(locks / f"{prefix}.lock"), timeout=600):
+            yield
+    except Timeout:
+        raise RunBusy(f"another process has held {prefix}'s lock for 10 minutes; wait for it or stop it") from None
 
 
 def labels_for(learner, data: ImageData, rec: Recorder) -> dict:
@@ -233,6 +256,10 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
     else:
         learner, folder, rec = load_learner(checkpoint, device=device), Path(checkpoint).parent, None
         dataset = dataset or "mnist5k"
+    shape = DATASETS.get(dataset).image_shape
+    if tuple(learner.image_shape) != tuple(shape):
+        raise RepbenchError(f"{checkpoint or folder} holds a {learner.display_name} of images {learner.image_shape}; "
+                            f"dataset {dataset} has images {tuple(shape)} (give the dataset it was trained on)")
     cfg = battery_for(learner.preset, battery)
     spec = RunSpec(learner.name, dataset=dataset, results_dir=Path(results_dir), data_root=data_root,
                    progress=progress, grid=grid, battery=cfg)

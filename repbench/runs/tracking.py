@@ -42,7 +42,7 @@ def experiment_tags() -> dict[str, str]:
 
 def connect(uri: str):
     """An MLflow client of its own for `uri` (the process-wide tracking URI is left alone), with short HTTP
-    retries and the SQLite store's migration chatter silenced."""
+    retries and the SQLite store's migration chatter silenced. A SQLite store is created under a lock."""
     import logging
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -50,7 +50,48 @@ def connect(uri: str):
     for noisy in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        create_store(client, Path(uri[len("sqlite:///"):]))
+        _READY.add(uri)
+    return client
+
+
+_READY: set[str] = set()  # SQLite stores this process has seen created
+
+
+def create_store(client, db: Path) -> None:
+    """Create (or migrate) a SQLite store once, under a lock beside it: two runs started together on a fresh
+    results folder would both create its tables ("table _alembic_tmp_tags already exists"), leave one run
+    untracked and, at worst, the store broken for every later run."""
+    from filelock import FileLock, Timeout
+    try:
+        with FileLock(str(db) + ".lock", timeout=300):
+            client._tracking_client.store  # noqa: B018 -- building the store creates or migrates its tables
+    except Timeout:
+        raise OSError(f"the store {db} stayed locked by another process for 5 minutes") from None
+
+
+SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+EXPERIMENT_CHARS = 256  # MLflow's SQL stores keep an experiment's name in 256 characters
+
+
+def check_tracking(uri: str | None, experiment: str | None = None) -> None:
+    """A tracking URI MLflow can use and an experiment name it can store, checked before any work (MLflow
+    would fail only when the run starts, and the run would go on untracked)."""
+    from urllib.parse import urlparse
+    from ..errors import RepbenchError
+    if uri is not None:
+        scheme = urlparse(uri).scheme.split("+")[0]
+        if not uri.strip() or (scheme and scheme not in SCHEMES):
+            raise RepbenchError(f"tracking URI '{uri}': MLflow cannot use {f'the scheme {scheme}:' if scheme else 'it'}"
+                                f"; use http(s)://HOST:PORT, sqlite:///FILE.db, file:///FOLDER or a database URI "
+                                f"(postgresql://, mysql://, mssql://)")
+    if experiment is not None and not experiment.strip():
+        raise RepbenchError("the experiment name is empty; give a name (default: repbench)")
+    if experiment is not None and len(experiment) > EXPERIMENT_CHARS:
+        raise RepbenchError(f"the experiment name has {len(experiment)} characters; MLflow keeps at most "
+                            f"{EXPERIMENT_CHARS}")
 
 
 def interrupt_on_sigterm() -> None:
@@ -262,6 +303,20 @@ class MLflowTracker:
         if self.run_id is not None:
             self._guard("log_metrics", log)
 
+    def log_missing_epochs(self, history: list[dict]) -> None:
+        """Log the epochs of a run's curves that the store lacks (it was away or restarted while they ran)."""
+        def log():
+            from mlflow.entities import Metric
+            now, missing = int(time.time() * 1000), []
+            for name in sorted({k for step in history for k in step if k != "epoch"}):
+                have = {m.step for m in self.client.get_metric_history(self.run_id, name)}
+                missing += [Metric(name, float(step[name]), now, step["epoch"]) for step in history
+                            if isinstance(step.get(name), (int, float)) and step["epoch"] not in have]
+            for i in range(0, len(missing), 500):
+                self.client.log_batch(self.run_id, metrics=missing[i:i + 500])
+        if self.run_id is not None and history:
+            self._guard("log_missing_epochs", log)
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         if self.run_id is not None:
             for k, v in tags.items():
@@ -325,9 +380,9 @@ def reconcile(results_dir: Path, uri: str) -> int:
 
 
 def _waits_on(state: dict, uri: str) -> bool:
-    """Whether a run's MLflow run at `uri` fell behind its folder."""
+    """Whether a run's MLflow run at `uri` fell behind its folder (or was never started there)."""
     return state.get("mlflow_sync") == "pending" and state.get("tracking_uri", uri) == uri and \
-        bool(state.get("mlflow_run_id"))
+        bool(state.get("mlflow_run_id") or state.get("mlflow_start"))
 
 
 def _state(path: Path) -> dict:
@@ -344,6 +399,7 @@ def sync(path: Path, uri: str) -> bool:
     if not _waits_on(state, uri) or not _bring_in_line(uri, path.parent, state):
         return False
     state["mlflow_sync"] = "done"
+    state.pop("mlflow_start", None)
     write_json(path, state)
     return True
 
@@ -353,12 +409,19 @@ def _bring_in_line(uri: str, folder: Path, state: dict) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tracker = MLflowTracker(uri, "", folder.parent.parent)
-        tracker.attach(state["mlflow_run_id"])
+        start = state.get("mlflow_start")
+        tracker = MLflowTracker(uri, start["experiment"] if start else "", folder.parent.parent)
+        if state.get("mlflow_run_id"):
+            tracker.attach(state["mlflow_run_id"])
+        elif not tracker.start(start["run_name"], start["params"], start["tags"], None, start.get("dataset")):
+            return False
+        state["mlflow_run_id"] = tracker.run_id  # a run the store never had is started now, then sent whole
         metrics = folder / "metrics.json"
         if state["status"] == "FINISHED" and metrics.exists():
             files = [p for p in [folder / "checkpoint.pt"] if p.exists()] + sorted(folder.glob("*.png"))
-            send_record(tracker, folder, json.loads(metrics.read_text()), files)
+            record = json.loads(metrics.read_text())
+            tracker.log_missing_epochs(record.get("history") or [])
+            send_record(tracker, folder, record, files)
         if state.get("error"):
             tracker.set_tags({"error": state["error"]})
         return tracker.error is None and tracker.end(state["status"])

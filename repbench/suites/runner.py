@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import RepbenchError
 from .cell import cell_spec, run_cell
-from .schema import Cell, FeatureCell, Suite
+from .schema import Cell, FeatureCell, Suite, battery_of
 
 
 def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: str = "auto",
@@ -164,29 +164,55 @@ def _run_parallel(specs, jobs: int, tracking_uri, results_dir, done, write=None)
 
 
 def latest_results(suite: Suite, results_dir: Path, tracking_uri: str | None = None) -> list[tuple[Cell, dict]]:
-    """The newest finished run's record for each cell of the suite (cells never run are absent): from the run
-    folders under `results_dir`, or with `tracking_uri` from that store alone (a cluster's shared record)."""
-    from ..files import read_json
-    from ..runs import find_finished
-    if tracking_uri is not None:
-        return server_results(suite, tracking_uri)
+    """Each cell's values as the suite measures them (cells never finished are absent): every metric of the suite
+    from the newest finished run of the cell's configuration that measured it with the suite's battery settings,
+    so an ad-hoc `repbench run` or `eval` with other settings never stands in for the suite's value. The record
+    is the newest such run's, with only those values; `left_out` names the suite's metrics no run measured so.
+    From the run folders under `results_dir`, or with `tracking_uri` from that store alone (a cluster's record)."""
+    found = server_records(suite, tracking_uri) if tracking_uri is not None else local_records(suite, results_dir)
+    return [(cell, suite_values(records, battery_of(suite.battery, cell))) for cell, records in found if records]
+
+
+def suite_values(records: list[dict], cfg) -> dict:
+    """Of a cell's finished records (newest first), each metric of `cfg` from the newest that measured it with
+    `cfg`'s settings and its metric's code version (RunRecord.missing decides, as reuse does); the values of a
+    metric measured otherwise, or of metrics the suite does not run, are left out, and with them how they ended."""
+    from ..metrics import METRICS
+    from ..runs import RunRecord
+    from ..runs.record import measured_with
+    matched = [set(cfg.metrics) - set(RunRecord.from_json(r).missing(cfg)) for r in records]
+    values, settings, left_out, used = {}, {}, [], []
+    for metric in cfg.metrics:
+        i = next((i for i, ok in enumerate(matched) if metric in ok), None)
+        if i is None:
+            left_out.append(metric)
+            continue
+        used.append(i)
+        settings[metric] = measured_with(records[i]).get(metric, {})  # its fits: whether its probes converged
+        for name, value in records[i]["metrics"].items():
+            if METRICS.get(metric).owns(name):
+                values.setdefault(name, value)
+    return {**records[min(used, default=0)], "metrics": values, "measured_with": settings, "left_out": left_out}
+
+
+def local_records(suite: Suite, results_dir: Path) -> list[tuple[Cell, list[dict]]]:
+    """Every finished run's record of each cell under `results_dir`, newest first."""
+    from ..runs import finished_folders, read_record
     out = []
     for cell in suite.cells + suite.features:
         try:
-            folder = find_finished(Path(results_dir) / "runs", cell.prefix())
+            folders = finished_folders(Path(results_dir) / "runs", cell.prefix())
         except RepbenchError:
             continue  # a cell whose options are invalid has no runs
-        if folder is not None:
-            out.append((cell, {**read_json(folder / "metrics.json"), "_folder": str(folder)}))
+        out.append((cell, [{**read_record(f / "metrics.json"), "_folder": str(f)} for f in folders]))
     return out
 
 
-def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench") -> list[tuple[Cell, dict]]:
-    """The newest FINISHED run of each cell in a tracking store, found by its configuration key (tag
+def server_records(suite: Suite, tracking_uri: str, experiment: str = "repbench") -> list[tuple[Cell, list[dict]]]:
+    """Every FINISHED run of each cell in a tracking store, newest first, found by its configuration key (tag
     `config_key`), with its record (metrics.json) fetched from the store: no run folder is needed."""
     import tempfile
-    from ..files import read_json
-    from ..runs import cell_runs, connect, download, unreachable
+    from ..runs import read_record, cell_runs, connect, download, unreachable
     problem = unreachable(tracking_uri)
     if problem:
         raise RepbenchError(problem)
@@ -199,10 +225,15 @@ def server_results(suite: Suite, tracking_uri: str, experiment: str = "repbench"
                     key = cell.prefix()
                 except RepbenchError:
                     continue  # a cell whose options are invalid has no runs
-                runs = cell_runs(client, experiment, key, "FINISHED")
-                folder = Path(tmp) / str(i)
-                if runs and download(client, runs[0].info.run_id, ("metrics.json",), folder):
-                    out.append((cell, {**read_json(folder / "metrics.json"), "mlflow_run_id": runs[0].info.run_id}))
+                records = []
+                for j, run in enumerate(cell_runs(client, experiment, key, "FINISHED")):
+                    folder, run_id = Path(tmp) / f"{i}-{j}", run.info.run_id
+                    if download(client, run_id, ("metrics.json",), folder):
+                        records.append({**read_record(folder / "metrics.json", f"metrics.json of MLflow run {run_id}"),
+                                        "mlflow_run_id": run_id})
+                out.append((cell, records))
+        except RepbenchError:
+            raise
         except Exception as exc:  # a store that fails mid-way: one line, not MLflow's traceback
             raise RepbenchError(f"cannot read runs from {tracking_uri}: {type(exc).__name__}: "
                                 f"{(str(exc).splitlines() or [''])[0][:200]}") from None

@@ -7,12 +7,13 @@
     seeds: [0]
     metrics: [bpd, mutual_info, intrinsic_dim, linear_probe, nonlinear_probe, rep_types]   # optional
     battery: {probe_seeds: 3}                                                              # optional
-    thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]                       # optional
+    thresholds: [{learner: lpvae-h2, metric: linear_probe, min: 80}]   # optional; learner, dataset, preset: globs
     compare: [[vae, lpvae-h2]]        # optional: differences with confidence intervals over seeds
     baseline: {file: baselines/smoke.json, tolerance: {bpd: 0.05}}                         # optional
     ray: {cpus_per_cell: 1, gpus_per_cell: 0, checkpoint_every: 1}    # optional: cells as Ray tasks (--ray)
 
-Unknown keys anywhere are errors that name the key and the file.
+Unknown keys anywhere are errors that name the key and the file, and so are a key repeated in one mapping and a
+threshold or tolerance that would gate nothing.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ SUITE_KEYS = ("name", "description", "learners", "datasets", "presets", "seeds",
               "thresholds", "baseline", "compare", "features", "ray")
 FEATURE_KEYS = ("name", "file", "dataset")
 LEARNER_KEYS = ("name", "options", "seeds", "datasets")
-THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset")
+THRESHOLD_KEYS = ("learner", "metric", "min", "max", "dataset", "preset")
 BASELINE_KEYS = ("file", "tolerance")
 RAY_KEYS = ("cpus_per_cell", "gpus_per_cell", "checkpoint_every")
 
@@ -91,9 +92,11 @@ class Threshold:
     dataset: str = "*"
     min: float | None = None
     max: float | None = None
+    preset: str = "*"
 
-    def applies(self, display: str, dataset: str) -> bool:
-        return fnmatch.fnmatch(display, self.learner) and fnmatch.fnmatch(dataset, self.dataset)
+    def applies(self, display: str, dataset: str, preset: str = "*") -> bool:
+        return all(fnmatch.fnmatch(value, pattern) for value, pattern in
+                   ((display, self.learner), (dataset, self.dataset), (preset, self.preset)))
 
     def violated(self, value: float | None) -> bool:
         """Missing, NaN or infinite values fail every threshold: a number that cannot be trusted never passes."""
@@ -221,7 +224,8 @@ def _threshold(t, path: Path) -> Threshold:
         _number(t.get("max"), f"max of the threshold on {metric}", path)
     if low is None and high is None:
         raise RepbenchError(f"{path}: threshold on '{metric}' needs min or max")
-    return Threshold(metric, str(t.get("learner", "*")), str(t.get("dataset", "*")), low, high)
+    return Threshold(metric, str(t.get("learner", "*")), str(t.get("dataset", "*")), low, high,
+                     str(t.get("preset", "*")))
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -233,7 +237,7 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise RepbenchError(f"suite file {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), UniqueKeys) or {}
     except yaml.YAMLError as exc:
         raise RepbenchError(f"{path}: not valid YAML ({first_line(exc)})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -241,6 +245,8 @@ def load_suite(path: str | Path) -> Suite:
     _check_keys(raw, SUITE_KEYS, "the suite", path)
     seeds = _ints(raw, "seeds", path, [0])
     learners = [_learner_entry(item, seeds, path) for item in _list(raw, "learners", path)]
+    if not learners:
+        raise RepbenchError(f"{path}: 'learners' is empty; the suite would run and gate nothing")
     datasets = _names(raw, "datasets", path, ["mnist5k"], DATASETS.get)
     presets = _names(raw, "presets", path, ["quick"], check_preset)
     # Seed-major order: a suite stopped part-way has whole seeds of every learner rather than all seeds of a few.
@@ -251,6 +257,8 @@ def load_suite(path: str | Path) -> Suite:
                 raise RepbenchError(f"{path}: learner '{name}' names dataset '{d}', which the suite's datasets lack")
     cells = tuple(Cell(name, opts, d, p, s) for s in all_seeds for (name, opts, own, only), d, p in
                   itertools.product(learners, datasets, presets) if s in own and (only is None or d in only))
+    if not cells:
+        raise RepbenchError(f"{path}: the suite has no cells (empty datasets, presets or seeds)")
     for cell in cells:
         _at(path, cell.build, f"learner '{cell.learner}'")
     thresholds = tuple(_threshold(t, path) for t in _list(raw, "thresholds", path, []))
@@ -268,11 +276,78 @@ def load_suite(path: str | Path) -> Suite:
         if _number(tol, f"tolerance of {metric}", path) < 0:
             raise RepbenchError(f"{path}: tolerance of {metric} must be >= 0, got {tol!r}")
     baseline_file = (path.parent / str(base["file"])) if base.get("file") else None
+    if bool(baseline_file) != bool(tolerance):
+        raise RepbenchError(f"{path}: baseline needs both a file and a tolerance for at least one metric "
+                            f"(baseline: {{file: baselines/x.json, tolerance: {{bpd: 0.05}}}}); it would gate nothing")
     features = tuple(_feature(f, path) for f in _list(raw, "features", path, []))
+    _gates_something(path, thresholds, tolerance, cells + features, battery)
     return Suite(str(raw.get("name") or path.stem), path, cells, str(raw.get("description") or ""), battery,
                  thresholds, baseline_file, tolerance,
                  _pairs(raw, path, {c.display for c in cells} | {f.display for f in features}), features,
                  _ray(raw, path))
+
+
+class UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader with a key repeated in one mapping an error: PyYAML would keep the last one silently
+    (a second `thresholds:` dropping the first list)."""
+
+
+def _unique_mapping(loader: UniqueKeys, node, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is repeated at line "
+                                                    f"{key_node.start_mark.line + 1}", key_node.start_mark)
+        seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+    return loader.construct_mapping(node, deep)
+
+
+UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def battery_of(battery: dict, cell):
+    """The battery a suite with these battery keys runs on a cell (a features cell: the metrics that score bare
+    representations, as `eval --features` measures them)."""
+    from ..measure import battery_for
+    if isinstance(cell, FeatureCell):
+        from ..runs.outside import representation_metrics
+        return representation_metrics(battery_for("quick", battery))
+    return battery_for(cell.preset, battery)
+
+
+def measures(cfg, name: str) -> bool:
+    """Whether a battery records the value `name` (linear_probe.labels_600 only with 600 among its label counts)."""
+    import re
+    from ..metrics import METRICS
+    labels = re.search(r"\.labels_(\d+)", name)
+    return any(METRICS.get(m).owns(name) for m in cfg.metrics) and \
+        (labels is None or int(labels.group(1)) in cfg.label_counts)
+
+
+def _gates_something(path: Path, thresholds, tolerance: dict, cells, battery: dict) -> None:
+    """Each threshold and tolerance must gate a value the suite measures: one naming a learner, dataset, preset
+    or metric the suite does not have would pass every check while gating nothing."""
+    cfgs = {}
+    for c in cells:
+        cfgs.setdefault((c.display, c.dataset, c.preset), _at(path, lambda: battery_of(battery, c), "battery"))
+    have = {"learner": sorted({k[0] for k in cfgs}), "dataset": sorted({k[1] for k in cfgs}),
+            "preset": sorted({k[2] for k in cfgs})}
+    metrics = sorted({m for cfg in cfgs.values() for m in cfg.metrics})
+    for t in thresholds:
+        for what in ("learner", "dataset", "preset"):
+            pattern = getattr(t, what)
+            if not any(fnmatch.fnmatch(v, pattern) for v in have[what]):
+                raise RepbenchError(f"{path}: the threshold on {t.metric} names {what} '{pattern}', which the suite "
+                                    f"does not have (its {what}s: {', '.join(have[what])}); it would gate nothing")
+        if not any(t.applies(*key) and measures(cfg, t.metric) for key, cfg in cfgs.items()):
+            raise RepbenchError(f"{path}: the threshold on {t.metric} applies to no learner, dataset and preset "
+                                f"of the suite that measures {t.metric} (its metrics: {', '.join(metrics)}); it "
+                                f"would gate nothing")
+    for metric in tolerance:
+        if not any(measures(cfg, metric) for cfg in cfgs.values()):
+            raise RepbenchError(f"{path}: the baseline tolerance names metric '{metric}', which the suite does not "
+                                f"measure (its metrics: {', '.join(metrics)}); it would gate nothing")
 
 
 def _ray(raw: dict, path: Path) -> dict:

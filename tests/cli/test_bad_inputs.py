@@ -92,6 +92,57 @@ def bad_paper(tmp: Path, text: str) -> str:
     return str(tmp / "paper.yaml")
 
 
+# The suite the `finished` run belongs to: its run measured bpd with these settings (iw_samples 2).
+GATED = "learners: [vae]\nmetrics: [bpd]\nbattery: {iw_samples: 2}\n"
+
+
+def gated(tmp: Path, body: str = "thresholds: [{metric: bpd, max: 20}]\n") -> str:
+    return suite_file(tmp, GATED + body)
+
+
+def with_baseline(content) -> callable:
+    """A suite gated by a baseline file with this content (a dict is written as JSON)."""
+    def setup(tmp: Path, run=None) -> str:
+        (tmp / "base.json").write_text(content if isinstance(content, str) else json.dumps(content))
+        return gated(tmp, "baseline: {file: base.json, tolerance: {bpd: 0.1}}\n")
+    return setup
+
+
+def entry(**metrics) -> dict:
+    return {"learner": "vae", "dataset": "synthetic", "preset": "smoke", "metrics": metrics}
+
+
+def edited_record(change) -> callable:
+    """The finished run's metrics.json edited by hand (`change` maps its text to the new text)."""
+    def setup(tmp: Path, run: Path) -> str:
+        path = run / "metrics.json"
+        path.write_text(change(path.read_text()))
+        return gated(tmp)
+    return setup
+
+
+def features(tmp: Path, name: str = "f.npz", **arrays) -> str:
+    """A features file of 40 / 20 rows in 4 classes, with `arrays` replacing the generated ones."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    base = {"train": rng.normal(size=(40, 4)), "train_y": np.arange(40) % 4, "test": rng.normal(size=(20, 4)),
+            "test_y": np.arange(20) % 4, **arrays}
+    np.savez(tmp / name, **base)
+    return str(tmp / name)
+
+
+def truncated_features(tmp: Path, run=None) -> str:
+    path = Path(features(tmp))
+    path.write_bytes(path.read_bytes()[:600])
+    return str(path)
+
+
+def npy_features(tmp: Path, run=None) -> str:
+    import numpy as np
+    np.save(tmp / "f.npy", np.zeros((40, 4)))
+    return str(tmp / "f.npy")
+
+
 # (id, argv (with {results}, {tmp}, {run} filled in), exit code, words in the one line, setup(tmp, run) -> {x})
 CASES = [
     # ---- run: names and options
@@ -239,6 +290,98 @@ CASES = [
     ("check-write-no-baseline", ["check", "{x}", "--write-baseline"], 2, r"names no baseline file",
      lambda t, r: suite_file(t, "learners: [vae]\n")),
     ("ui-bad-port", ["ui", "--port", "0"], 2, r"Invalid value for '--port'", None),
+    # ---- issue 29, class 2: a gate that gates nothing is an error
+    ("gate-threshold-unknown-learner", ["check", "{x}"], 2,
+     r"the threshold on bpd names learner 'lpvae-h9', which the suite does not have \(its learners: vae\)",
+     lambda t, r: gated(t, "thresholds: [{learner: lpvae-h9, metric: bpd, max: 20}]\n")),
+    ("gate-threshold-unknown-dataset", ["check", "{x}"], 2, r"names dataset 'mnist', which the suite does not have",
+     lambda t, r: gated(t, "thresholds: [{dataset: mnist, metric: bpd, max: 20}]\n")),
+    ("gate-threshold-unknown-preset", ["check", "{x}"], 2, r"names preset 'quick', which the suite does not have",
+     lambda t, r: gated(t, "thresholds: [{preset: quick, metric: bpd, max: 20}]\n")),
+    ("gate-threshold-unmeasured-metric", ["check", "{x}"], 2,
+     r"the threshold on linear_probe applies to no learner, dataset and preset of the suite that measures "
+     r"linear_probe \(its metrics: bpd\)", lambda t, r: gated(t, "thresholds: [{metric: linear_probe, min: 20}]\n")),
+    ("gate-threshold-label-count", ["suite", "{x}"], 2, r"threshold on linear_probe.labels_600 applies to no",
+     lambda t, r: suite_file(t, "learners: [vae]\nmetrics: [label_efficiency]\nbattery: {label_counts: [100]}\n"
+                                "thresholds: [{metric: linear_probe.labels_600, min: 20}]\n")),
+    ("gate-tolerance-unmeasured-metric", ["check", "{x}"], 2,
+     r"the baseline tolerance names metric 'linear_probe', which the suite does not measure",
+     lambda t, r: gated(t, "baseline: {file: b.json, tolerance: {linear_probe: 1}}\n")),
+    ("gate-baseline-without-tolerance", ["check", "{x}"], 2, r"baseline needs both a file and a tolerance",
+     lambda t, r: gated(t, "baseline: {file: b.json}\n")),
+    ("gate-tolerance-without-file", ["check", "{x}"], 2, r"baseline needs both a file and a tolerance",
+     lambda t, r: gated(t, "baseline: {tolerance: {bpd: 0.1}}\n")),
+    ("gate-no-learners", ["check", "{x}"], 2, r"'learners' is empty", lambda t, r: suite_file(t, "learners: []\n")),
+    ("gate-repeated-key", ["check", "{x}"], 2, r"not valid YAML \(key 'thresholds' is repeated at line 8\)",
+     lambda t, r: gated(t, "thresholds: [{metric: bpd, max: 20}]\nthresholds: [{metric: bpd, min: 1}]\n")),
+    ("gate-repeated-nested-key", ["suite", "{x}"], 2, r"key 'probe_seeds' is repeated",
+     lambda t, r: suite_file(t, "learners: [vae]\nbattery: {probe_seeds: 1, probe_seeds: 2}\n")),
+    ("gate-nothing", ["check", "{x}"], 2, r"has no thresholds and no baseline: `check` would gate nothing",
+     lambda t, r: gated(t, "")),
+    ("gate-empty-baseline", ["check", "{x}"], 2, r"baseline .*base.json holds no results, so it would gate nothing",
+     with_baseline({"suite": "bad", "results": []})),
+    ("gate-other-suites-baseline", ["check", "{x}"], 2, r"was written for suite 'smoke', not 'bad'",
+     with_baseline({"suite": "smoke", "results": [entry(bpd=9.1)]})),
+    ("gate-threshold-glob-matches-nothing", ["check", "{x}"], 2, r"names learner 'lp\*', which the suite does not have",
+     lambda t, r: gated(t, "thresholds: [{learner: 'lp*', metric: bpd, max: 20}]\n")),
+    # ---- class 4: every file repbench reads is checked, and a bad one is one line
+    ("baseline-text-value", ["check", "{x}"], 2, r"base.json: bpd of vae \(synthetic/smoke\) is '9.1', not a number",
+     with_baseline({"suite": "bad", "results": [entry(bpd="9.1")]})),
+    ("baseline-edited-mean", ["check", "{x}"], 2, r"the mean of bpd of vae \(synthetic/smoke\) disagrees with its",
+     with_baseline({"suite": "bad", "results": [{**entry(bpd=9.1), "seeds": {"bpd": [8.0]}}]})),
+    ("metrics-json-text-value", ["check", "{x}"], 2, r"metrics.json: the value of 'bpd' is 'low', not a number",
+     edited_record(lambda text: re.sub(r'"bpd": [0-9.]+', '"bpd": "low"', text))),
+    ("metrics-json-truncated", ["report", "--suite", "{x}"], 2, r"metrics.json is unreadable or truncated",
+     edited_record(lambda text: text[:len(text) // 2])),
+    ("metrics-json-not-a-record", ["check", "{x}"], 2, r"metrics.json is not a repbench record",
+     edited_record(lambda text: "[1, 2]")),
+    ("metrics-json-settings-text", ["check", "{x}"], 2, r"metrics.json: the settings of 'bpd' are 'x', not a mapping",
+     edited_record(lambda text: json.dumps({**json.loads(text), "measured_with": {"bpd": "x"}}))),
+    ("metrics-json-not-utf8", ["report", "--suite", "{x}"], 2, r"metrics.json is unreadable or truncated \(.*utf-8",
+     lambda t, r: (r / "metrics.json").write_bytes(b"\xff" + (r / "metrics.json").read_bytes()) and gated(t)),
+    ("features-truncated", ["eval", "--features", "{x}"], 2, r"cannot read features file", truncated_features),
+    ("features-npy", ["eval", "--features", "{x}"], 2, r"cannot read features file .*f.npy: it holds one ndarray",
+     npy_features),
+    ("features-negative-labels", ["eval", "--features", "{x}"], 2, r"'train_y' has negative labels \(-1\)",
+     lambda t, r: features(t, train_y=__import__("numpy").arange(40) % 4 - 1)),
+    ("features-one-class", ["eval", "--features", "{x}"], 2, r"'train_y' has a single class \(3\)",
+     lambda t, r: features(t, train_y=__import__("numpy").full(40, 3))),
+    ("features-huge-values", ["eval", "--features", "{x}"], 2, r"'test' has values as large as 1e\+300",
+     lambda t, r: features(t, test=__import__("numpy").full((20, 4), 1e300))),
+    ("eval-checkpoint-other-image-size", ["eval", "--checkpoint", "{x}", "--dataset", "mnist5k"], 2,
+     r"holds a vae of images \(1, 12, 12\); dataset mnist5k has images \(1, 28, 28\)",
+     lambda t, r: str(r / "checkpoint.pt")),
+    ("report-figures-is-a-file", ["report", "--suite", "{x}", "--figures", "{tmp}/suite.yaml"], 2,
+     r"--figures .*suite.yaml is a file, not a folder", lambda t, r: gated(t)),
+    ("report-figure-is-a-folder", ["report", "--suite", "{x}", "--figure", "{tmp}"], 2,
+     r"--figure .* is a folder", lambda t, r: gated(t)),
+    ("report-html-out-is-a-file", ["report", "--suite", "{x}", "--format", "html", "--out", "{tmp}/suite.yaml"], 2,
+     r"--out .*suite.yaml is a file, not a folder", lambda t, r: gated(t)),
+    ("report-paper-not-utf8", ["report", "--suite", "{x}", "--paper", "{tmp}/paper.yaml"], 2,
+     r"paper.yaml: not UTF-8 text \(byte 12\)",
+     lambda t, r: (t / "paper.yaml").write_bytes(b"- {dataset: \xe9, learner: vae}\n") and gated(t)),
+    # ---- class 5: promises about tracking are kept or not made
+    ("tracking-uri-scheme", ["run", *SMOKE, "--tracking-uri", "ftp://host/store"], 2,
+     r"Invalid value for '--tracking-uri': tracking URI 'ftp://host/store': MLflow cannot use the scheme ftp:", None),
+    ("tracking-uri-scheme-report", ["report", "--tracking-uri", "mlflow+x://h"], 2, r"cannot use the scheme mlflow:",
+     None),
+    ("experiment-empty", ["run", *SMOKE, "--experiment", ""], 2, r"the experiment name is empty", None),
+    ("experiment-blank-report", ["report", "--experiment", "  "], 2, r"the experiment name is empty", None),
+    ("experiment-too-long", ["eval", "--run", "{run}", "--experiment", "e" * 300], 2,
+     r"the experiment name has 300 characters; MLflow keeps at most 256", None),
+    ("tracking-uri-blank", ["run", *SMOKE, "--tracking-uri", " "], 2, r"tracking URI ' ': MLflow cannot use it", None),
+    # ---- class 6: names cannot leave their folder
+    ("features-name-separator", ["eval", "--features", "{x}", "--name", "../../outside"], 2,
+     r"--name '../../outside' cannot name a run folder", lambda t, r: features(t)),
+    ("features-name-hidden", ["eval", "--features", "{x}", "--name", ".hidden"], 2, r"cannot name a run folder",
+     lambda t, r: features(t)),
+    ("features-dataset-separator", ["eval", "--features", "{x}", "--dataset", "a/b"], 2,
+     r"--dataset 'a/b' cannot name a run folder", lambda t, r: features(t)),
+    ("features-file-name-dotdot", ["eval", "--features", "{x}"], 2,
+     r"the features file's name \(give --name\) '..f' cannot name a run folder",
+     lambda t, r: features(t, name="..f.npz")),
+    ("features-name-too-long", ["eval", "--features", "{x}", "--name", "n" * 101], 2,
+     r"--name 'n{101}' cannot name a run folder: use up to 100", lambda t, r: features(t)),
 ]
 
 
@@ -250,6 +393,7 @@ def test_bad_input_is_one_clear_line(case, finished, tmp_path, monkeypatch):
     shutil.copytree(finished, results)
     run = next((results / "runs").iterdir())
     extra = setup(tmp_path, run) if setup else ""
+    before = sorted(p.name for p in tmp_path.iterdir())
     args = [a.format(results=results, tmp=tmp_path, run=run.name, x=extra) for a in argv]
     if "--results-dir" not in args and args[0] in ("run", "eval", "suite", "report", "check", "ui"):
         args += ["--results-dir", str(results)]
@@ -261,6 +405,7 @@ def test_bad_input_is_one_clear_line(case, finished, tmp_path, monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert re.search(pattern, lines[0]), lines[0]
     assert_nothing_left_running(results)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written outside the results folder
 
 
 def assert_nothing_left_running(results: Path) -> None:
@@ -282,3 +427,66 @@ def test_an_unknown_malloc_mode_is_one_line_before_any_command(monkeypatch):
     out = CliRunner().invoke(cli, ["ls"])
     assert out.exit_code == 2 and out.stderr.strip() == \
         "error: REPBENCH_MALLOC must be 'tuned' or 'system', got 'jemalloc'", out.stderr
+
+
+@pytest.fixture(scope="module")
+def fitted_vae():
+    from repbench.testing import tiny
+    from repbench.data.datasets import make_synthetic
+    return tiny("vae", epochs=1, train_limit=100).fit(make_synthetic().train_x[:100], progress=False)
+
+
+def _images(*shape):
+    import torch
+    return torch.zeros(shape, dtype=torch.uint8)
+
+
+def _unfitted(name="vae", **options):
+    from repbench.testing import tiny
+    return tiny(name, **options)
+
+
+def _battery(learner, data="synthetic"):
+    from repbench.data.datasets import make_synthetic
+    from repbench.measure import run_battery
+    return run_battery(learner, make_synthetic() if data == "synthetic" else data, progress=False)
+
+
+def _evaluate(encode, tmp, **kw):
+    import repbench
+    return repbench.evaluate(encode, dataset="synthetic", preset="smoke", results_dir=tmp / "results", **kw)
+
+
+# Issue 29, class 6: the Python API refuses what it cannot do, naming what is wrong
+# (id, call(tmp, fitted learner), the message; nothing may be written under tmp)
+API_CASES = [
+    ("posterior-unfitted", lambda t, f: _unfitted().posterior(_images(2, 1, 12, 12)),
+     r"learner 'vae' is not fitted: call fit\(train_x\) or load\(path\) first"),
+    ("elbo-unfitted", lambda t, f: _unfitted("lpvae", h=1).elbo_terms(_images(2, 1, 12, 12)),
+     r"learner 'lpvae' is not fitted"),
+    ("m2-posterior-unfitted", lambda t, f: _unfitted("m2").posterior(_images(2, 1, 12, 12)),
+     r"learner 'm2' is not fitted"),
+    ("save-unfitted", lambda t, f: _unfitted().save(t / "m.pt"), r"learner 'vae' is not fitted: .* before save"),
+    ("posterior-wrong-shape", lambda t, f: f.posterior(_images(2, 1, 28, 28)),
+     r"learner 'vae' takes images \[N, 1, 12, 12\] as a torch tensor, got \[2, 1, 28, 28\]"),
+    ("posterior-not-a-tensor", lambda t, f: f.posterior([[0, 1]]), r"as a torch tensor, got list"),
+    ("elbo-wrong-shape", lambda t, f: f.elbo_terms(_images(12, 12)), r"takes images \[N, 1, 12, 12\].*got \[12, 12\]"),
+    ("battery-of-nothing", lambda t, f: _battery(None), r"run_battery needs a trained learner, or learner None with"),
+    ("battery-of-a-number", lambda t, f: _battery(42), r"run_battery takes a repbench Learner .*got int"),
+    ("battery-data-by-name", lambda t, f: _battery(f, "synthetic-by-name"),
+     r"run_battery takes the data as an ImageData .*got str"),
+    ("evaluate-name-leaves-folder", lambda t, f: _evaluate(lambda x: x.flatten(1).float(), t, name="../../x"),
+     r"name '../../x' cannot name a run folder"),
+    ("evaluate-dataset-a-number", lambda t, f: __import__("repbench").evaluate(
+        lambda x: x.flatten(1).float(), dataset=7, results_dir=t / "results"),
+     r"dataset must be a dataset name or an ImageData, got int"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_the_api_refuses_what_it_cannot_do(case, fitted_vae, tmp_path):
+    from repbench.errors import RepbenchError
+    name, call, pattern = case
+    with pytest.raises(RepbenchError, match=pattern):
+        call(tmp_path, fitted_vae)
+    assert not list(tmp_path.iterdir()) and not list(tmp_path.parent.glob("x*"))

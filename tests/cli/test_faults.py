@@ -398,13 +398,43 @@ def test_a_cancelled_cluster_cell_tells_the_server_it_stopped_before_its_scratch
             proc.wait(timeout=30)
 
 def assert_in_line(uri: str, folder: Path) -> None:
-    """The MLflow run holds what the folder holds: its status, final metric values and record files."""
+    """The MLflow run holds what the folder holds: its status, final metric values, every epoch of its curves
+    (also those run while the server was away) and record files."""
     state = json.loads((folder / "run.json").read_text())
     run = MlflowClient(uri).get_run(state["mlflow_run_id"])
     assert run.info.status == state["status"] == "FINISHED"
-    bpd = json.loads((folder / "metrics.json").read_text())["metrics"]["bpd"]
-    assert run.data.metrics["bpd"] == pytest.approx(bpd), (run.data.metrics, bpd)
+    record = json.loads((folder / "metrics.json").read_text())
+    assert run.data.metrics["bpd"] == pytest.approx(record["metrics"]["bpd"]), (run.data.metrics, record["metrics"])
+    logged = {m.step: m.value for m in MlflowClient(uri).get_metric_history(run.info.run_id, "test_loss")}
+    assert logged == pytest.approx({e["epoch"]: e["test_loss"] for e in record["history"]}), logged
     assert {"metrics.json", "run.json"} <= {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.slow
+def test_a_run_made_while_its_server_was_down_is_started_there_when_it_returns(tmp_path):
+    """Class 5 of issue 29: the warning says the MLflow run is brought in line once the server answers; a run
+    the server never started is started there then, with its whole record, and only then says `done`."""
+    from mlflow_server import free_port, start_server
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    args = [*SMOKE, "--epochs", "2", "--results-dir", str(tmp_path / "results"), "--tracking-uri", uri]
+    with pytest.warns(RuntimeWarning, match="no MLflow server answers"):
+        made = CliRunner().invoke(cli, args)
+    assert made.exit_code == 0, made.output
+    (folder,) = (tmp_path / "results" / "runs").iterdir()
+    state = json.loads((folder / "run.json").read_text())
+    assert state["mlflow_run_id"] is None and state["mlflow_sync"] == "pending", state  # no promise of `done`
+    server = start_server(tmp_path, port)
+    try:
+        again = CliRunner().invoke(cli, args + ["--seed", "1"])  # any run against the server brings it in line
+        assert again.exit_code == 0, again.output
+        state = json.loads((folder / "run.json").read_text())
+        assert state["mlflow_sync"] == "done" and state["mlflow_run_id"], state
+        assert_in_line(uri, folder)
+        assert MlflowClient(uri).get_run(state["mlflow_run_id"]).data.tags["config_key"] in folder.name
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -452,3 +482,177 @@ def test_run_refuses_a_resume_that_is_not_true_false_or_auto(resume, tmp_path):
     with pytest.raises(RepbenchError, match="resume must be True, False or 'auto'"):
         run(RunSpec(learner="vae", dataset="synthetic", preset="smoke", resume=resume, results_dir=tmp_path))
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------ issue 29
+# Class 1: a cell's number is the suite's number or nothing. One suite of two seeds is run once; each case copies
+# its results, runs what a user might run beside it, and reads what `check` or `report` says of the suite.
+GATE_SUITE = """name: gate
+learners: [vae]
+datasets: [synthetic]
+presets: [smoke]
+seeds: [0, 1]
+metrics: [bpd, bpd_iw, intrinsic_dim, linear_probe]
+battery: {iw_samples: 2}
+thresholds: [{metric: bpd_iw, max: 20}, {metric: linear_probe, min: 20}%s]
+"""
+RUN = ["run", "--model", "vae", "--preset", "smoke", "--dataset", "synthetic", "-q", "--grid", "0"]
+BAD_FEATURES = "features: [{name: mine, file: nan.npz}]\n"  # scoring it fails: a NaN in the representations
+
+# (id, thresholds and lines added to the suite, commands run after it, the command judged, its exit code, patterns
+# of its output with {metric} the suite's own mean over its seeds, formatted as the line prints it)
+SELECTION_CASES = [
+    # the suite's intrinsic dimension (8 on these bars) fails max 6; one with id_threshold 0.5 (3) would pass it
+    ("check-after-a-run-with-another-id-threshold", (", {metric: intrinsic_dim, max: 6}", ""),
+     [RUN + ["--metrics", "intrinsic_dim", "--id-threshold", "0.5"]], ["check"], 1,
+     [r"REGRESSION intrinsic_dim vae \(synthetic/smoke\): {intrinsic_dim} \(mean of seeds 0, 1\), threshold <= 6"]),
+    ("check-after-an-eval-with-other-probe-seeds", ("", ""),
+     [["eval", "--run", "{seed0}", "--metrics", "linear_probe", "--probe-seeds", "2"]], ["check"], 1,
+     [r"MISSING  linear_probe of vae / synthetic / smoke / seed 0: no run of its configuration measured it with the "
+      r"suite's settings \(probe_seeds=1, linear_method=linearsvc, probe_protocol=fixed, version 2 of its code\)"]),
+    ("check-after-a-seed-1-run-of-bpd-alone", ("", ""), [RUN + ["--seed", "1", "--metrics", "bpd"]], ["check"], 0,
+     [r"ok  linear_probe vae \(synthetic/smoke\): {linear_probe} \(mean of seeds 0, 1\), threshold >= 20",
+      r"ok  bpd_iw vae \(synthetic/smoke\): {bpd_iw} \(mean of seeds 0, 1\)"]),
+    ("report-after-a-run-with-other-settings", ("", ""), [RUN + ["--metrics", "bpd,mutual_info"]],
+     ["report", "--suite", "{suite}"], 0,  # bpd from the suite's runs; mutual_info the suite does not measure
+     [r"\| vae +\| synthetic +\| smoke +\| 2 +\| {bpd} ± [0-9.]+ +\| — +\|"]),
+    ("report-after-an-eval-with-other-probe-seeds", ("", ""),  # linear_probe of seed 1 alone is no mean of 2 seeds
+     [["eval", "--run", "{seed0}", "--metrics", "linear_probe", "--probe-seeds", "2"]],
+     ["report", "--suite", "{suite}"], 0,  # Table 2: bpd, mutual_info, intrinsic_dim, nonlinear, linear, k-NN
+     [r"(?m)^\| vae +\| synthetic +\| smoke +\| 2 +\| {bpd} ± [0-9.]+ +\| — +\| [0-9.]+ ± [0-9.]+ +\| — +\| — +\| — +\|$"]),
+    # the issue's own example: an ad-hoc run with another --iw-samples never stands in for the suite's bpd_iw
+    ("check-after-a-run-with-other-iw-samples", ("", ""), [RUN + ["--metrics", "bpd_iw", "--iw-samples", "5"]],
+     ["check"], 0, [r"ok  bpd_iw vae \(synthetic/smoke\): {bpd_iw} \(mean of seeds 0, 1\), threshold <= 20",
+                    r"ok  linear_probe vae \(synthetic/smoke\): {linear_probe} \(mean of seeds 0, 1\)"]),
+    # a value measured by an older version of its metric's code is no more the suite's than one of other settings
+    ("check-after-a-metric-version-bump", ("", ""), [lambda results, seed0: old_version(results / "runs" / seed0)],
+     ["check"], 1, [r"MISSING  linear_probe of vae / synthetic / smoke / seed 0: .*version 2 of its code\)"]),
+    # class 2: a failed features cell is a failing check, not a silent pass
+    ("check-names-a-failed-features-cell", ("", BAD_FEATURES), [["suite", "{suite}", "-q"]], ["check"], 1,
+     [r"MISSING  mine / external / features from nan.npz: no finished run"]),
+]
+
+
+def old_version(folder: Path) -> None:
+    """A record as the linear probe's version 1 left it (the registry holds version 2)."""
+    record = json.loads((folder / "metrics.json").read_text())
+    record["measured_with"]["linear_probe"]["version"] = 1
+    (folder / "metrics.json").write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def gate_suite(tmp_path_factory):
+    import numpy as np
+    tmp = tmp_path_factory.mktemp("gate")
+    (tmp / "gate.yaml").write_text(GATE_SUITE % "")
+    out = CliRunner().invoke(cli, ["suite", str(tmp / "gate.yaml"), "-q", "--results-dir", str(tmp / "results")])
+    assert out.exit_code == 0, out.output
+    records = [json.loads(p.read_text()) for p in sorted((tmp / "results").glob("runs/*/metrics.json"))]
+    means = {m: np.mean([r["metrics"][m] for r in records])
+             for m in ("bpd", "bpd_iw", "intrinsic_dim", "linear_probe")}
+    return tmp, {"bpd": f"{means['bpd']:.3f}", "bpd_iw": f"{means['bpd_iw']:.3f}",
+                 "intrinsic_dim": f"{means['intrinsic_dim']:.2f}", "linear_probe": f"{means['linear_probe']:.2f}"}
+
+
+@pytest.mark.parametrize("case", SELECTION_CASES, ids=[c[0] for c in SELECTION_CASES])
+def test_check_and_report_take_only_what_the_suite_measured(case, gate_suite, tmp_path):
+    import re
+    import shutil
+    import numpy as np
+    name, extra, steps, judged, code, patterns = case
+    made, means = gate_suite
+    results = tmp_path / "results"
+    shutil.copytree(made / "results", results)
+    suite = tmp_path / "gate.yaml"
+    suite.write_text(GATE_SUITE % extra[0] + extra[1])
+    np.savez(tmp_path / "nan.npz", train=np.full((8, 2), np.nan), train_y=np.arange(8) % 2, test=np.ones((4, 2)),
+             test_y=np.arange(4) % 2)
+    seed0 = next(p.name for p in (results / "runs").iterdir() if "-s0-" in p.name)
+    fill = {"suite": str(suite), "seed0": seed0}
+    for step in steps:
+        if callable(step):
+            step(results, seed0)
+        else:
+            CliRunner().invoke(cli, [a.format(**fill) for a in step] + ["--results-dir", str(results)])
+    args = [a.format(**fill) for a in judged] + ([str(suite)] if judged == ["check"] else [])
+    out = CliRunner().invoke(cli, args + ["--results-dir", str(results)])
+    assert out.exit_code == code, out.output
+    for pattern in patterns:
+        assert re.search(pattern.format(**{k: re.escape(v) for k, v in means.items()}), out.stdout), out.output
+
+
+# Class 3: the local store survives two processes. (id, command lines started together, how far apart in seconds)
+TOGETHER_CASES = [
+    ("three-runs-on-a-fresh-store", [SMOKE + ["--seed", str(s)] for s in range(3)], 0.0),
+    ("two-suites-a-second-apart", [["suite", "{suite}", "-q"]] * 2, 1.0),
+]
+
+
+@pytest.mark.parametrize("case", TOGETHER_CASES, ids=[c[0] for c in TOGETHER_CASES])
+def test_processes_started_together_share_the_store_and_train_each_cell_once(case, tmp_path):
+    """Every run is in the store with `mlflow_sync: done` said only of runs it has, and a cell is trained once."""
+    name, commands, apart = case
+    (tmp_path / "s.yaml").write_text("name: two\nlearners: [vae]\ndatasets: [synthetic]\npresets: [smoke]\n"
+                                     "metrics: [bpd]\nthresholds: [{metric: bpd, max: 20}]\n")
+    results = tmp_path / "r"
+    procs = []
+    for command in commands:
+        args = [a.replace("{suite}", str(tmp_path / "s.yaml")) for a in command] + ["--results-dir", str(results)]
+        procs.append(subprocess.Popen([sys.executable, "-m", "repbench.cli", *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+        time.sleep(apart)
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all("Traceback" not in err for _, err in outs), outs
+    states = [json.loads(p.read_text()) for p in results.glob("runs/*/run.json")]
+    cells = {s["name"] for s in states}
+    suites = commands[0][0] == "suite"
+    assert len(states) == len(cells) == (1 if suites else len(commands)), [s["name"] for s in states]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    for state in states:
+        assert state["status"] == "FINISHED" and state["mlflow_sync"] == "done", state
+        assert client.get_run(state["mlflow_run_id"]).info.status == "FINISHED"
+    if suites:  # the later suite found the cell trained or training: BUSY or REUSED, never twice
+        assert sorted(p.returncode for p in procs) in ([0, 0], [0, 1]), outs
+
+
+# Class 4: a full disk at any moment is one error line (and at most the one warning that MLflow missed the run),
+# and run.json and MLflow agree. test_a_full_disk_fails_the_run_in_one_line_and_every_record_says_so fills the disk
+# at the first checkpoint; these sizes fill it while the store is being created (an empty one is about 1 MB).
+@pytest.mark.parametrize("size", ["40k"])
+def test_a_disk_full_at_any_moment_is_one_line(tmp_path, size):
+    disk = mounted(tmp_path, "disk", f"size={size}")
+    try:
+        out = subprocess.run([sys.executable, "-m", "repbench.cli", *SMOKE, "-o", "hidden=400", "--results-dir",
+                              str(disk)], capture_output=True, text=True, timeout=300)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert out.returncode == 2 and len(errors) == 1 and "No space left on device" in errors[0], out.stderr[-3000:]
+        assert len(lines) <= 2 and all(line.startswith(("error: ", "warning: MLflow")) for line in lines), lines
+        for path in disk.glob("runs/*/run.json"):
+            state = json.loads(path.read_text())
+            assert state["status"] == "FAILED" and "No space left" in state["error"], state
+            if state.get("mlflow_run_id"):
+                run = MlflowClient(f"sqlite:///{disk / 'mlflow.db'}").get_run(state["mlflow_run_id"])
+                assert run.info.status == "FAILED" or state["mlflow_sync"] == "pending", state
+            else:
+                assert state["mlflow_sync"] == "pending", state
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+# Class 6: a SIGTERM that lands once the command has printed its output exits 130 like one before it.
+# (id, Python run after the command returns: as the command's SystemExit unwinds, or at interpreter exit)
+LATE_STOPS = [
+    ("while-exiting", "try:\n    main()\nfinally:\n    os.kill(os.getpid(), signal.SIGTERM); time.sleep(1)\n"),
+    ("at-interpreter-exit", "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(1)))\n"
+                            "main()\n"),
+]
+
+
+@pytest.mark.parametrize("case", LATE_STOPS, ids=[c[0] for c in LATE_STOPS])
+def test_a_sigterm_after_the_final_output_exits_130(case):
+    name, code = case
+    script = "import atexit, os, signal, sys, time\nfrom repbench.cli import main\nsys.argv = ['repbench', 'ls']\n" + code
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 130 and "Traceback" not in out.stderr, (out.returncode, out.stderr[-2000:])
+    assert "Learners" in out.stdout  # the output came first, whole

@@ -61,6 +61,7 @@ def test_beta_weights_the_kl(synthetic):
     x = synthetic.train_x[:20]
     a, b = tiny("beta-vae", beta=1.0), tiny("beta-vae", beta=5.0)
     vae = tiny("vae")
+    vae.fitted = True  # untrained weights on purpose: the API refuses an unfitted learner otherwise
     for m in (a, b, vae):
         m.module.eval()
     torch.manual_seed(0)

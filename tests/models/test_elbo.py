@@ -18,6 +18,7 @@ def direct_nll(params: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
 def test_elbo_terms_match_direct_computation(synthetic):
     for name in ("vae", "lpvae", "fpvae"):
         learner = tiny(name)
+        learner.fitted = True  # the formulas on untrained weights: the API refuses an unfitted learner otherwise
         module = learner.module.double().eval()
         x = synthetic.test_x[:6].double() / 127.5 - 1
         mean, std = module.posterior(x)
@@ -33,6 +34,7 @@ def test_elbo_terms_match_direct_computation(synthetic):
 
 def test_uint8_and_unit_inputs_agree(synthetic):
     learner = tiny("lpvae", h=1)
+    learner.fitted = True  # untrained weights on purpose
     learner.module.eval()
     x8 = synthetic.test_x[:4]
     m8, s8 = learner.posterior(x8)

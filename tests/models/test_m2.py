@@ -86,6 +86,7 @@ def test_unlabelled_bound_is_below_the_exact_log_likelihood():
 def test_likelihood_is_the_labelled_bound_at_the_guess(synthetic):
     """elbo_terms and posterior describe q(z|x, y_hat) and p(x, y_hat | z): -nll - kl is ELBO(x, y_hat)."""
     learner = tiny("m2", h=2)
+    learner.fitted = True  # the bound on untrained weights: the API refuses an unfitted learner otherwise
     m = learner.module.double().eval()
     x = unit(synthetic.test_x[:6])
     y_hat = m.class_logits(x).argmax(1)

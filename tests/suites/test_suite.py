@@ -177,13 +177,66 @@ def test_check_passes_then_catches_regressions_and_drift(ran, tmp_path):
     strict = load_suite(write(suite.path.parent, SUITE.replace("min: 20", "min: 101"), "strict.yaml"))
     failures, _ = check_suite(strict, results)
     assert any(f.startswith("REGRESSION linear_probe vae") and "threshold >= 101" in f for f in failures)
-    base = json.loads(suite.baseline_file.read_text())
-    base["results"][0]["metrics"]["bpd"] += 1.0
-    suite.baseline_file.write_text(json.dumps(base))
-    failures, _ = check_suite(suite, results)
-    assert len(failures) == 1 and failures[0].startswith("DRIFT bpd")
+    stored = suite.baseline_file.read_text()
+    for shift, verdict in ((-1.0, "REGRESSION bpd lpvae-h1"), (1.0, "IMPROVED bpd lpvae-h1")):
+        base = json.loads(stored)  # bpd is lower-is-better: a baseline 1 lower makes today's 1 worse
+        base["results"][0]["metrics"]["bpd"] += shift
+        base["results"][0]["seeds"]["bpd"] = [v + shift for v in base["results"][0]["seeds"]["bpd"]]
+        suite.baseline_file.write_text(json.dumps(base))
+        failures, passes = check_suite(suite, results)
+        found = failures if verdict.startswith("REGRESSION") else passes
+        assert [f for f in found if f.startswith(verdict)] and "(mean of seeds 0, 1) vs baseline" in \
+            next(f for f in found if f.startswith(verdict)), (failures, passes)
+        assert failures == [] if shift > 0 else len(failures) == 1
     out = CliRunner().invoke(cli, ["check", str(suite.path), "--results-dir", str(results)])
-    assert out.exit_code == 1 and "DRIFT bpd" in out.output
+    assert out.exit_code == 0 and "IMPROVED bpd" in out.output and "--write-baseline" in out.output
+    took = CliRunner().invoke(cli, ["check", str(suite.path), "--results-dir", str(results), "--write-baseline"])
+    assert took.exit_code == 0, took.output  # the improvement becomes the baseline: today's values, each seed's
+    failures, passes = check_suite(suite, results)
+    assert failures == [] and not any(p.startswith("IMPROVED") for p in passes), (failures, passes)
+    assert any(p.startswith("ok  bpd lpvae-h1") and "+0.000" in p for p in passes), passes
+
+
+# Issue 30, item 6: only a change for the worse fails, in the metric's own direction; "neither" metrics keep a
+# two-sided band; with several seeds on both sides, a one-sided Welch test decides whether it is beyond the tolerance.
+# (metric, tolerance, the baseline's values per seed, today's, the verdict, words of its line)
+VERDICTS = [
+    ("bpd", 0.05, [9.0], [8.0], "IMPROVED", "-1.000, tolerance 0.05 (means compared); `check --write-baseline`"),
+    ("bpd", 0.05, [9.0], [9.2], "REGRESSION", "9.200 (seed 0) vs baseline 9.000: +0.200, tolerance 0.05"),
+    ("bpd", 0.05, [9.0], [9.04], "ok", "+0.040"),
+    ("linear_probe", 1.0, [90.0], [95.0], "IMPROVED", "+5.00"),
+    ("linear_probe", 1.0, [90.0], [88.0], "REGRESSION", "-2.00, tolerance 1"),
+    ("mutual_info", 0.5, [1.0], [2.0], "DRIFT", "+1.00"),
+    ("mutual_info", 0.5, [1.0], [0.2], "DRIFT", "-0.80"),
+    ("mutual_info", 0.5, [1.0], [1.3], "ok", "+0.30"),
+    ("linear_probe", 0.5, [90.0, 91.0, 92.0], [89.0, 90.0, 91.0], "ok",
+     "90.00 (mean of seeds 0, 1, 2) vs baseline 91.00 (mean of 3 seeds): -1.00, tolerance 0.5 (one-sided Welch test "
+     "over 3 vs 3 seeds, p = 0.29)"),
+    ("linear_probe", 0.5, [90.0, 91.0, 92.0], [85.0, 86.0, 87.0], "REGRESSION", "one-sided Welch test over 3 vs 3"),
+    ("bpd", 0.01, [9.00, 9.02, 9.04], [9.10, 9.12, 9.14], "REGRESSION", "+0.100, tolerance 0.01 (one-sided Welch"),
+    ("bpd", 0.01, [9.00, 9.02, 9.04], [8.90, 8.92, 8.94], "IMPROVED", "-0.100"),
+    ("mutual_info", 0.1, [1.0, 1.1, 1.2], [1.5, 1.6, 1.7], "DRIFT", "one-sided Welch test over 3 vs 3 seeds"),
+    ("linear_probe", 1.0, [90.0], [float("nan")], "REGRESSION", "cannot be compared never passes"),
+    ("bpd", 0.05, [9.0], [None], "REGRESSION", "n/a (the metric does not apply to this learner)"),
+    ("bpd", 0.05, [None], [None], None, ""),  # does not apply, then or now
+]
+
+
+@pytest.mark.parametrize("case", VERDICTS, ids=[f"{c[0]}-{c[4]}-{len(c[2])}-{i}" for i, c in enumerate(VERDICTS)])
+def test_the_gate_fails_only_a_change_for_the_worse(case):
+    from repbench.suites.gate import verdict
+    metric, tol, old, new, expected, words = case
+    status, line = verdict(metric, tol, old, new, list(range(len(new))))
+    assert status == expected and words in line, (status, line)
+
+
+def test_a_baseline_written_before_per_seed_values_is_still_read():
+    from repbench.suites.gate import read_baseline
+    smoke = load_suite(ROOT / "benchmarks" / "smoke.yaml")
+    assert "seeds" not in json.loads(smoke.baseline_file.read_text())["results"][0]  # the old format
+    base = read_baseline(smoke)
+    assert base[("vae", "synthetic", "smoke")]["seeds"] is None
+    assert base[("vae", "synthetic", "smoke")]["metrics"]["bpd"] == pytest.approx(9.1639, abs=1e-4)
 
 
 def test_check_flags_cells_never_run(tmp_path):
@@ -366,12 +419,13 @@ def test_nan_and_infinite_values_fail_every_gate(ran, tmp_path):
     failures, passes = check_suite(suite, copy)
     assert any(f.startswith("REGRESSION bpd lpvae-h1") and "nan" in f for f in failures), failures
     assert any(f.startswith("REGRESSION linear_probe lpvae-h1") and "inf" in f for f in failures)
-    assert any(f.startswith("DRIFT bpd lpvae-h1") for f in failures)
+    assert any(f.startswith("REGRESSION bpd lpvae-h1") and "vs baseline" in f and "never passes" in f
+               for f in failures)  # bpd is lower-is-better: a failing baseline line is a REGRESSION, not a DRIFT
     assert not any("lpvae-h1" in p and ("bpd" in p or "linear_probe" in p) for p in passes)
     with pytest.raises(RepbenchError, match="non-finite values"):
         write_baseline(suite, copy)
     md = build_report(records_from_suite(suite, copy))
-    assert "non-finite" in md and "nan" not in md.lower().replace("non-finite", "")
+    assert "non-finite" in md and "nan" not in md.lower().replace("non-finite", "").replace("nan or infinite", "")
 
 
 @pytest.mark.slow
@@ -450,7 +504,7 @@ def test_ray_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
 
 
 def test_spread_over_seeds_is_the_sample_std():
-    from repbench.report.tables import stat
+    from repbench.report.stats import stat
     assert stat([1.0, 2.0, 3.0], 2).text == "2.00 ± 1.00"  # n - 1: the population std would be 0.82
     assert stat([5.0], 2).text == "5.00"
 
