@@ -135,6 +135,10 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
     """Finished runs of an experiment matching the tags; the newest run of each cell. A client of its own, so the
     process-wide MLflow URI (and the MLFLOW_TRACKING_URI it would set) is left alone."""
     from ..runs import connect, unreachable
+    store = Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+    if store is not None and not store.exists():  # reading must not leave an empty store in a mistyped folder
+        raise RepbenchError(f"no MLflow store at {store}: nothing has run there (check --results-dir, or give "
+                            f"--tracking-uri)")
     problem = unreachable(tracking_uri)
     if problem:
         raise RepbenchError(problem)

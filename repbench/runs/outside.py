@@ -95,10 +95,11 @@ def check_dataset(arrays: dict, dataset: str, where: str, data_root: str | None 
 def representation_metrics(cfg: BatteryConfig) -> BatteryConfig:
     """The battery restricted to metrics that need only representations and labels."""
     from ..metrics import METRICS
-    chosen = tuple(m for m in cfg.metrics if set(METRICS.get(m).needs) <= {"representations", "labels"})
-    if not chosen:
+    bare = lambda m: set(METRICS.get(m).needs) <= {"representations", "labels"}
+    chosen = tuple(m for m in cfg.metrics if bare(m))
+    if not chosen:  # the choices from the registry, so a new metric is offered as soon as it is registered
         raise RepbenchError(f"none of the metrics {', '.join(cfg.metrics)} can score bare representations; "
-                            f"choose among intrinsic_dim, linear_probe, nonlinear_probe, label_efficiency")
+                            f"choose among {', '.join(m for m in METRICS.names() if bare(m))}")
     return replace(cfg, metrics=chosen)
 
 
@@ -168,7 +169,8 @@ def evaluate_features(path: Path, *, name: str | None = None, dataset: str = "ex
 
 def evaluate(model, dataset: str | ImageData = "mnist5k", *, name: str | None = None, preset: str = "quick",
              battery: dict | None = None, batch_size: int = 500, results_dir: str | Path | None = "results",
-             **kw) -> dict:
+             tracking_uri: str | None = None, experiment: str = "repbench", progress: bool = False, seed: int = 0,
+             tags: dict | None = None) -> dict:
     """Score a model that maps uint8 images [N, C, H, W] to an N x d tensor or array on a dataset's fixed split,
     with the preset's data limits and battery; recorded as a run under `results_dir` (None: only returned).
     `model` is an object with `encode(images)` (the shape most representation libraries give their models; it is
@@ -182,6 +184,8 @@ def evaluate(model, dataset: str | ImageData = "mnist5k", *, name: str | None = 
                             f"{type(model).__name__}")
     if name is not None:
         check_name(name, "name")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise RepbenchError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(dataset, (str, ImageData)):
         raise RepbenchError(f"dataset must be a dataset name or an ImageData, got {type(dataset).__name__}")
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -195,7 +199,8 @@ def evaluate(model, dataset: str | ImageData = "mnist5k", *, name: str | None = 
     for key in ("train", "test"):
         h.update(np.ascontiguousarray(arrays[key], dtype=np.float32).tobytes())
     return score(arrays, label, data.name, battery_for(preset, battery), fingerprint=h.hexdigest()[:10],
-                 results_dir=results_dir, **kw)
+                 results_dir=results_dir, tracking_uri=tracking_uri, experiment=experiment, progress=progress,
+                 seed=seed, tags=tags)
 
 
 def _encode_all(encode, x: torch.Tensor, batch_size: int) -> np.ndarray:

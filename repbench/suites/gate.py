@@ -70,7 +70,18 @@ def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None
         raise RepbenchError(f"suite '{suite.name}' ({suite.path}) has no thresholds and no baseline: `check` would "
                             f"gate nothing (add thresholds: or baseline: to the file)")
     g = gather(suite, results_dir, tracking_uri)
-    failures, passes = list(g.missing), []
+    failures, passes = threshold_lines(suite, g)
+    failures = g.missing + failures
+    if suite.baseline_file is not None:
+        f, p = compare_baseline(suite, g, results_dir)
+        failures += f
+        passes += p
+    return failures, passes
+
+
+def threshold_lines(suite: Suite, g: Gathered) -> tuple[list[str], list[str]]:
+    """(failures, passes) of the suite's thresholds on the gathered values."""
+    failures, passes = [], []
     for t in suite.thresholds:
         for key, values in sorted(g.values.items()):
             if not t.applies(*key) or not measures(g.batteries[key], t.metric) or _unmeasured(g, key, t.metric):
@@ -79,10 +90,6 @@ def check_suite(suite: Suite, results_dir: Path, tracking_uri: str | None = None
             bad = value is None or t.violated(value)
             line = f"{t.metric} {_where(key)}: {shown}, threshold {t.describe()}"
             (failures if bad else passes).append(("REGRESSION " if bad else "ok  ") + line)
-    if suite.baseline_file is not None:
-        f, p = compare_baseline(suite, g, results_dir)
-        failures += f
-        passes += p
     return failures, passes
 
 
@@ -123,7 +130,9 @@ def read_baseline(suite: Suite, results_dir: Path = Path("results")) -> dict[Gro
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         raise RepbenchError(f"baseline {path} is corrupt or not a repbench baseline; {again}") from None
     if base.get("suite", suite.name) != suite.name:
-        raise RepbenchError(f"baseline {path} was written for suite '{base['suite']}', not '{suite.name}'; {again}")
+        raise RepbenchError(f"baseline {path} was written for suite '{base['suite']}', not '{suite.name}': give this "
+                            f"suite a file of its own (`baseline: {{file: ...}}` in {suite.path}), then "
+                            f"`{suite_command(suite, results_dir, 'check')} --write-baseline`")
     if not entries:
         raise RepbenchError(f"baseline {path} holds no results, so it would gate nothing; {again}")
     for key, e in entries.items():
@@ -220,13 +229,19 @@ def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = N
     if suite.baseline_file is None:
         raise RepbenchError(f"{suite.path} names no baseline file (add `baseline: {{file: ..., tolerance: ...}}`)")
     g = gather(suite, results_dir, tracking_uri)
-    if not g.values:
+    unrun = sum("no finished run;" in m for m in g.missing)
+    if unrun == len(suite.cells) + len(suite.features):
         raise RepbenchError(f"no finished runs of suite '{suite.name}' under {results_dir}; run it first")
     if g.missing:
         what = "; ".join(m.removeprefix("MISSING  ").split(":")[0] for m in g.missing[:3])
         raise RepbenchError(f"refusing to store a partial baseline: {len(g.missing)} cell(s) or metric(s) were not "
                             f"measured with the suite's settings ({what}{'; ...' if len(g.missing) > 3 else ''}); "
                             f"run `{suite_command(suite, results_dir)}` first")
+    failing, _ = threshold_lines(suite, g)
+    if failing:  # a baseline is a known-good state: one that fails the suite's own thresholds is not
+        raise RepbenchError(f"refusing to store a baseline that fails the suite's own thresholds: {len(failing)} "
+                            f"failing ({failing[0].removeprefix('REGRESSION ')}{'; ...' if len(failing) > 1 else ''});"
+                            f" see `{suite_command(suite, results_dir, 'check')}`")
     untrusted = [f"{n} of {k[0]}" for k, v in sorted(g.values.items()) for n, xs in v.items()
                  if any(x is not None and not math.isfinite(x) for x in xs)]
     if untrusted:

@@ -278,6 +278,8 @@ CASES = [
      r"`repbench suite .+suite.yaml --results-dir .+`",
      lambda t, r: suite_file(t, "learners: [lpvae]\n")),
     ("report-no-experiment", ["report", "--experiment", "nope"], 2, r"no MLflow experiment 'nope'", None),
+    ("report-mistyped-folder", ["report", "--results-dir", "{tmp}/typo"], 2,
+     r"no MLflow store at .*typo/mlflow.db: nothing has run there \(check --results-dir", None),
     ("report-unreachable", ["report", "--tracking-uri", "http://127.0.0.1:9"], 2,
      r"no MLflow server answers at http://127.0.0.1:9", None),
     ("report-paper-missing", ["report", "--paper", "{tmp}/none.yaml"], 2, r"cannot read paper numbers", None),
@@ -320,7 +322,8 @@ CASES = [
      lambda t, r: gated(t, "")),
     ("gate-empty-baseline", ["check", "{x}"], 2, r"baseline .*base.json holds no results, so it would gate nothing",
      with_baseline({"suite": "bad", "results": []})),
-    ("gate-other-suites-baseline", ["check", "{x}"], 2, r"was written for suite 'smoke', not 'bad'",
+    ("gate-other-suites-baseline", ["check", "{x}"], 2, r"was written for suite 'smoke', not 'bad': give this "
+     r"suite a file of its own \(`baseline: \{file: ...\}` in .+\), then `repbench check .+ --write-baseline`",
      with_baseline({"suite": "smoke", "results": [entry(bpd=9.1)]})),
     ("gate-threshold-glob-matches-nothing", ["check", "{x}"], 2, r"names learner 'lp\*', which the suite does not have",
      lambda t, r: gated(t, "thresholds: [{learner: 'lp*', metric: bpd, max: 20}]\n")),
@@ -480,6 +483,11 @@ API_CASES = [
     ("evaluate-dataset-a-number", lambda t, f: __import__("repbench").evaluate(
         lambda x: x.flatten(1).float(), dataset=7, results_dir=t / "results"),
      r"dataset must be a dataset name or an ImageData, got int"),
+    ("evaluate-batch-size-zero", lambda t, f: _evaluate(lambda x: x.flatten(1).float(), t, batch_size=0),
+     r"batch_size must be a positive integer, got 0"),
+    ("evaluate-only-image-metrics", lambda t, f: _evaluate(lambda x: x.flatten(1).float(), t,
+                                                           battery={"metrics": ["bpd"]}),
+     r"none of the metrics bpd can score bare representations; choose among .*\bknn_probe\b"),
 ]
 
 

@@ -592,3 +592,28 @@ def test_a_metric_whose_code_version_changed_is_measured_again_and_the_rest_reus
     assert now["metrics"]["linear_probe"] == first["record"]["metrics"]["linear_probe"] >= 0
     assert now["measured_with"]["linear_probe"]["version"] == 2 and now["measured_with"]["intrinsic_dim"] == \
         {"id_threshold": 0.01, "version": 1}
+
+
+def test_a_baseline_that_fails_the_suites_own_thresholds_is_not_stored(ran, tmp_path):
+    suite, results, _ = ran
+    strict = load_suite(write(tmp_path, SUITE.replace("metric: bpd, max: 10", "metric: bpd, max: 0.5")
+                              .replace("tiny-baseline.json", "strict.json")))
+    assert strict.cells == suite.cells
+    with pytest.raises(RepbenchError, match=r"fails the suite's own thresholds: 1 failing \(bpd lpvae-h1 "):
+        write_baseline(strict, results)
+    assert not strict.baseline_file.exists()
+
+
+def test_a_partial_suite_is_refused_as_partial_even_when_no_group_is_whole(ran, tmp_path):
+    """Seed 1 of every learner removed: every group is left out, yet runs exist; the refusal names what is missing,
+    not 'no finished runs'."""
+    import shutil
+    suite, results, _ = ran
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    for folder in copy.glob("runs/*-s1-*"):
+        shutil.rmtree(folder)
+    with pytest.raises(RepbenchError, match=r"partial baseline: 2 cell\(s\) .*seed 1"):
+        write_baseline(suite, copy)
+    with pytest.raises(RepbenchError, match=r"no finished runs of suite 'tiny'"):
+        write_baseline(suite, tmp_path / "nothing")
