@@ -50,24 +50,27 @@ def connect(uri: str):
     for noisy in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking_uri=uri)
     if uri.startswith("sqlite:///") and uri not in _READY:
-        create_store(client, Path(uri[len("sqlite:///"):]))
+        client = create_store(lambda: MlflowClient(tracking_uri=uri), Path(uri[len("sqlite:///"):]))
         _READY.add(uri)
-    return client
+        return client
+    return MlflowClient(tracking_uri=uri)
 
 
 _READY: set[str] = set()  # SQLite stores this process has seen created
 
 
-def create_store(client, db: Path) -> None:
-    """Create (or migrate) a SQLite store once, under a lock beside it: two runs started together on a fresh
-    results folder would both create its tables ("table _alembic_tmp_tags already exists"), leave one run
-    untracked and, at worst, the store broken for every later run."""
+def create_store(make_client, db: Path):
+    """The client of a SQLite store, made under a lock beside the store: making a client builds the store, which
+    creates or migrates its tables, and two runs started together on a fresh results folder would both migrate
+    ("table _alembic_tmp_tags already exists"), leave one run untracked and, at worst, the store broken for
+    every later run."""
     from filelock import FileLock, Timeout
     try:
         with FileLock(str(db) + ".lock", timeout=300):
-            client._tracking_client.store  # noqa: B018 -- building the store creates or migrates its tables
+            client = make_client()
+            client._tracking_client.store  # noqa: B018 -- built here, under the lock, whatever MLflow's version
+            return client
     except Timeout:
         raise OSError(f"the store {db} stayed locked by another process for 5 minutes") from None
 
