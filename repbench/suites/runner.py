@@ -27,6 +27,7 @@ def run_suite(suite: Suite, *, results_dir: Path, rerun: bool = False, device: s
     from tqdm.auto import tqdm
     if jobs < 1:
         raise RepbenchError(f"--jobs must be >= 1, got {jobs}")
+    check_features(suite, data_root)
     specs = [(cell, cell_spec(suite, cell, results_dir, rerun, device, tracking_uri, data_root))
              for cell in suite.cells]
     session = None
@@ -81,6 +82,14 @@ def _attach(handler: logging.Handler) -> None:
     from ..runs import PROGRESS
     PROGRESS.addHandler(handler)
     PROGRESS.setLevel(logging.INFO)
+
+
+def check_features(suite: Suite, data_root: str | None) -> None:
+    """Every `features:` file read and checked against its dataset before any cell trains: a bad file found
+    after an hour of training is an hour lost."""
+    from ..runs.outside import check_dataset, read_features
+    for cell in suite.features:
+        check_dataset(read_features(cell.file), cell.dataset, str(cell.file), data_root)
 
 
 def _score_features(suite: Suite, cell: FeatureCell, results_dir: Path, tracking_uri: str | None,

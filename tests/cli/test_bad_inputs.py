@@ -351,6 +351,11 @@ CASES = [
      lambda t, r: features(t, train_y=__import__("numpy").full(40, 3))),
     ("features-huge-values", ["eval", "--features", "{x}"], 2, r"'test' has values as large as 1e\+300",
      lambda t, r: features(t, test=__import__("numpy").full((20, 4), 1e300))),
+    # a suite's bad features file is refused before any cell trains (rc 2), not after (a failed cell, rc 1)
+    ("suite-features-negative-labels", ["suite", "{x}", "-q"], 2, r"'train_y' has negative labels \(-1\)",
+     lambda t, r: suite_file(t, "learners: [{name: lpvae, options: {h: 1}}]\nmetrics: [linear_probe]\n"
+                                f"features: [{{name: mine, file: {features(t, train_y=__import__('numpy').arange(40) % 4 - 1)}, "
+                                f"dataset: external}}]\n")),
     ("eval-checkpoint-other-image-size", ["eval", "--checkpoint", "{x}", "--dataset", "mnist5k"], 2,
      r"holds a vae of images \(1, 12, 12\); dataset mnist5k has images \(1, 28, 28\)",
      lambda t, r: str(r / "checkpoint.pt")),
