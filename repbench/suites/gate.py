@@ -237,15 +237,16 @@ def write_baseline(suite: Suite, results_dir: Path, tracking_uri: str | None = N
         raise RepbenchError(f"refusing to store a partial baseline: {len(g.missing)} cell(s) or metric(s) were not "
                             f"measured with the suite's settings ({what}{'; ...' if len(g.missing) > 3 else ''}); "
                             f"run `{suite_command(suite, results_dir)}` first")
+    # the more specific cause first: a NaN also fails every threshold
+    untrusted = [f"{n} of {k[0]}" for k, v in sorted(g.values.items()) for n, xs in v.items()
+                 if any(x is not None and not math.isfinite(x) for x in xs)]
+    if untrusted:
+        raise RepbenchError(f"refusing to store a baseline with non-finite values ({', '.join(untrusted[:5])})")
     failing, _ = threshold_lines(suite, g)
     if failing:  # a baseline is a known-good state: one that fails the suite's own thresholds is not
         raise RepbenchError(f"refusing to store a baseline that fails the suite's own thresholds: {len(failing)} "
                             f"failing ({failing[0].removeprefix('REGRESSION ')}{'; ...' if len(failing) > 1 else ''});"
                             f" see `{suite_command(suite, results_dir, 'check')}`")
-    untrusted = [f"{n} of {k[0]}" for k, v in sorted(g.values.items()) for n, xs in v.items()
-                 if any(x is not None and not math.isfinite(x) for x in xs)]
-    if untrusted:
-        raise RepbenchError(f"refusing to store a baseline with non-finite values ({', '.join(untrusted[:5])})")
     entries = [{"learner": k[0], "dataset": k[1], "preset": k[2], "seed_ids": g.seeds[k],
                 "metrics": {n: (None if None in xs else float(np.mean(xs))) for n, xs in v.items()},
                 "seeds": {n: xs for n, xs in v.items() if None not in xs}} for k, v in sorted(g.values.items())]
