@@ -157,12 +157,13 @@ def part_step(repeats: int, s: float) -> dict:
 
 
 def part_iw(repeats: int, s: float) -> dict:
+    from repbench.config import eval_batch
     from repbench.measure.battery import BatteryConfig
-    default = BatteryConfig().eval_batch_size  # what a user gets now; 100 and 500 both timed to choose it
+    default = eval_batch(BatteryConfig().eval_batch_size, "cpu")  # what a user gets now, timed beside 100 and 500
     iw = alternate({"today": dict(kind="iw", malloc="system", images=1000, k=10, eval_batch=TODAY["eval_batch"],
                                   preset="quick"),
                     **{f"tuned_{b}": dict(kind="iw", malloc="tuned", images=1000, k=10, eval_batch=b,
-                                          preset="quick") for b in (100, 500)}}, repeats)
+                                          preset="quick") for b in sorted({default, 100, 500})}}, repeats)
     return {"bpd_iw_speedup": median(iw["today"], "seconds") / median(iw[f"tuned_{default}"], "seconds"),
             "eval_batch_size": default, "bpd_iw_seconds": {m: median(iw[m], "seconds") for m in iw}}
 

@@ -19,7 +19,7 @@ import torch
 from .. import seeds
 from .learner import Learner, has_ability
 from ..data import fixed_subset
-from ..config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, field_names, override
+from ..config import EVALUATION_ONLY, TRAIN_PRESETS, TrainConfig, eval_batch, field_names, override
 from ..errors import RepbenchError, first_line
 from .train import finish_checkpoint, load_checkpoint, save_checkpoint, train
 
@@ -243,7 +243,7 @@ class TorchLearner(Learner):
             raise RepbenchError(f"learner '{self.name}' is not fitted: call fit(train_x) or load(path) first")
         x = self.check_images(x)
         self.module.eval()
-        bs = batch_size or self.train_config.eval_batch_size
+        bs = batch_size or eval_batch(self.train_config.eval_batch_size, self.device)
         outs, x = [], x.to(self.device)  # one copy of the images, not one per batch
         with torch.inference_mode():
             for i in range(0, len(x), bs):

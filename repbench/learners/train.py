@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import seeds
-from ..config import TrainConfig
+from ..config import TrainConfig, eval_batch
 from ..errors import RepbenchError, first_line
 from ..files import atomic_save
 
@@ -137,9 +137,10 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
         record = {"epoch": epoch, "train_loss": one_epoch(module, opt, loss_fn, train_x, cfg, seed, epoch, checkpoint,
                                                           progress, augment, nats_per_unit)}
         if test_x is not None:
-            record["test_loss"] = evaluate(module, loss_fn, test_x, cfg.eval_batch_size) / nats_per_unit
+            batch = eval_batch(cfg.eval_batch_size, device)
+            record["test_loss"] = evaluate(module, loss_fn, test_x, batch) / nats_per_unit
             if curves is not None and cfg.curve_every and (epoch % cfg.curve_every == 0 or epoch == cfg.epochs):
-                record.update(curve_point(module, curves, test_x, cfg.eval_batch_size))
+                record.update(curve_point(module, curves, test_x, batch))
         if not all(torch.isfinite(p).all() for p in module.parameters()):
             raise NonFiniteLoss(_nan_message(float("nan"), epoch, "end", checkpoint, start_epoch=epoch - 1))
         history.append(record)

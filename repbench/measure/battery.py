@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import seeds
 from ..learners import Learner, has_ability
-from ..config import bounded, check_fields, override
+from ..config import bounded, check_fields, eval_batch, override
 from ..data import ImageData
 from ..metrics import (KNN_DISTANCES, LINEAR_METHODS, METRICS, PROBE_PROTOCOLS, Values, battery_metrics, default_metrics,
                        entry_of, kl_to_standard_normal)
@@ -62,7 +62,8 @@ class BatteryConfig:
                                   help="fixed: the probes' hyper-parameters as set; tuned: the linear probe's C and "
                                        "the MLP's learning rate and weight decay chosen on a fifth of the training "
                                        "representations (the same rows for every learner), then refit on all.")
-    eval_batch_size: int = setting(500, min=1, suite=False)  # images per likelihood batch; changes no value
+    eval_batch_size: int | None = setting(None, min=1, suite=False)  # images per likelihood call (None: the
+    # device's default, config.eval_batch); changes no value
     label_counts: tuple[int, ...] = setting((100, 600, 1000, 3000), flag="--label-counts", metavar="N,N,...",
                                             help="Labelled training images for label_efficiency.")
 
@@ -183,10 +184,11 @@ class Inputs:
     for a learner with a likelihood, one shared likelihood pass per number of samples."""
 
     def __init__(self, data: ImageData, learner=None, reps: dict | None = None, *, cache_dir: Path | None = None,
-                 checkpoint: Path | None = None, batch_size: int = 500, progress: bool = False):
+                 checkpoint: Path | None = None, batch_size: int | None = None, progress: bool = False):
         self.data, self.learner, self._reps = data, learner, reps
-        self.cache_dir, self.checkpoint, self.batch_size, self.progress = cache_dir, checkpoint, batch_size, progress
         self.device = learner.device if learner is not None else torch.device("cpu")
+        self.batch_size = eval_batch(batch_size, self.device)
+        self.cache_dir, self.checkpoint, self.progress = cache_dir, checkpoint, progress
         self._likelihood: dict[int, LikelihoodPass] = {}
         self._memo: dict = {}
         self.timings_s: dict[str, float] = {}

@@ -17,6 +17,7 @@ def classifier_accuracy(probabilities, labels) -> float:
                  description="test accuracy of the learner's own classifier (e.g. M2's q(y|x))")
 def _classifier_accuracy(inputs, cfg, generator):
     with torch.inference_mode():
-        probs = torch.cat([inputs.learner.predict_proba(inputs.data.test_x[i:i + cfg.eval_batch_size]).cpu()
-                           for i in range(0, len(inputs.data.test_x), cfg.eval_batch_size)])
+        n = inputs.batch_size
+        probs = torch.cat([inputs.learner.predict_proba(inputs.data.test_x[i:i + n]).cpu()
+                           for i in range(0, len(inputs.data.test_x), n)])
     return {"classifier_accuracy": classifier_accuracy(probs.numpy(), inputs.data.test_y.numpy())}

@@ -48,6 +48,28 @@ def test_likelihood_numbers_do_not_depend_on_the_evaluation_batch_size(trained, 
     assert other_seed != pytest.approx(runs[2], abs=1e-5)  # the check can tell draws apart
 
 
+@pytest.mark.parametrize("protocol", ["fixed", "tuned"])
+def test_one_fit_serves_both_sample_types_as_two_separate_fits_would(trained, synthetic, protocol):
+    # each sample type's own draw, fitted on its own, as the battery did before sharing the fit between them
+    from repbench import seeds
+    from repbench.measure.battery import Inputs
+    from repbench.metrics.probes import PROBES, probe_accuracies, rep_view, run_probes
+    cfg = BatteryConfig(probe_seeds=2, test_samples=7, nonlinear_epochs=2, probe_protocol=protocol)
+    inputs = Inputs(synthetic.limit(*trained.data_limits()), trained)
+    for probe in PROBES:
+        for rep_type, k in (("sample_k100", 7), ("sample_k1", 1)):
+            trains, tests = [], []
+            for s in range(cfg.probe_seeds):
+                g = torch.Generator().manual_seed(seeds.probe_views(s))
+                trains.append(rep_view(inputs.reps["train"], rep_type, 1, g).numpy())
+                tests.append(rep_view(inputs.reps["test"], rep_type, k, g).numpy())
+            alone = run_probes(probe, (trains, [inputs.data.train_y.numpy()] * 2, tests, inputs.data.test_y.numpy()),
+                               cfg, inputs.device)
+            assert probe_accuracies(inputs, cfg, probe, rep_type) == alone, (probe, rep_type)
+    assert probe_accuracies(inputs, cfg, "linear_probe", "sample_k1") != \
+        probe_accuracies(inputs, cfg, "linear_probe", "sample_k100")  # the check can tell the two views apart
+
+
 def test_battery_is_reproducible(trained, synthetic, tmp_path):
     cfg = BatteryConfig(metrics=("bpd", "linear_probe", "nonlinear_probe"), probe_seeds=1, nonlinear_epochs=2)
     a = run_battery(trained, synthetic, cfg, progress=False).metrics
