@@ -230,10 +230,16 @@ def _n_labels(column: str) -> int:
     return int(column.rsplit("_", 1)[1])
 
 
+_PROBE_ORDER = ("linear_probe", "nonlinear_probe", "knn_probe")
+
+
 def _label_columns(df: pd.DataFrame) -> list[str]:
-    """The label-efficiency columns, linear probe first, each probe by its number of labels."""
-    return sorted({c for c in df.columns if ".labels_" in c and not c.endswith("_std")},
-                  key=lambda c: (c.split(".")[0] != "linear_probe", _n_labels(c)))
+    """The label-efficiency columns probe by probe (linear, nonlinear, k-NN, then others by name), each by its
+    number of labels: one order whatever the order of the columns (it came from a set, and changed between runs)."""
+    def key(c):
+        probe = c.split(".")[0]
+        return (_PROBE_ORDER.index(probe) if probe in _PROBE_ORDER else len(_PROBE_ORDER), probe, _n_labels(c))
+    return sorted({c for c in df.columns if ".labels_" in c and not c.endswith("_std")}, key=key)
 
 
 def label_table(df: pd.DataFrame, cells: Cells) -> Section | None:

@@ -223,3 +223,14 @@ def test_every_format_shows_the_tidy_rows_number_or_its_marker(mixed):
     assert markdown and latex and not [line for line in markdown + latex if "86.3" in line], markdown + latex
     compare = [r for r in section(report, "compare").rows if r[1] == "mnist5k" and r[3] == "linear_probe"]
     assert compare and compare[0][6] == "not compared (lpvae-h2: seeds measured with different settings)", compare
+
+
+def test_label_efficiency_columns_have_one_order_whatever_the_frame_gives():
+    # the columns come out of a set: the table must not reorder between two reports of the same runs
+    import pandas as pd
+    from repbench.report.tables import _label_columns
+    names = [f"{p}.labels_{n}" for n in (3000, 100, 600) for p in ("knn_probe", "nonlinear_probe", "linear_probe")]
+    orders = [_label_columns(pd.DataFrame(columns=cols)) for cols in (names, names[::-1], sorted(names))]
+    assert orders[0] == orders[1] == orders[2]
+    assert orders[0][:4] == ["linear_probe.labels_100", "linear_probe.labels_600", "linear_probe.labels_3000",
+                             "nonlinear_probe.labels_100"]
