@@ -166,25 +166,28 @@ def nonlinear_probe_views(train_reps, train_y, views: list, test_y, *, seeds, ep
     """`nonlinear_probes` trained once and scored on each of `views` (per view, a test set per seed): the
     accuracies per view, per seed."""
     device = torch.device(device)
-    train = [_scaled(a, a, standardize)[0] for a in train_reps]
+    # each seed's rows standardized once, with all of its views: [(train [N, d], [test [k, M, d] per view])]
+    scaled = [_scaled(a, [v[i] for v in views], standardize) for i, a in enumerate(train_reps)]
+    train = [t for t, _ in scaled]
     y = torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.long) for t in train_y])
     classes = int(max(y.max(), int(np.max(test_y)))) + 1
     with probe_threads():
         mlps = ProbeMLPs(train[0].shape[1], hidden, classes, seeds, dropout, device)
         mlps.fit(torch.stack(train).to(device), y.to(device), epochs, batch_size, lr, weight_decay)
-        probs = [mlps.predict([_scaled(a, b, standardize)[1] for a, b in zip(train_reps, tests)]) for tests in views]
+        probs = [mlps.predict([tests[j] for _, tests in scaled]) for j in range(len(views))]
     return [[_accuracy(p, test_y) for p in view.cpu().numpy()] for view in probs]
 
 
-def _scaled(train_reps, test_reps, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 training rows [N, d] and test samples [k, M, d], standardized by the training rows' statistics."""
+def _scaled(train_reps, views: list, standardize: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """float32 training rows [N, d] and each view's test samples [k, M, d], standardized by the training rows'
+    statistics."""
     train = torch.as_tensor(np.asarray(train_reps), dtype=torch.float32)
-    test = torch.as_tensor(np.asarray(test_reps), dtype=torch.float32)
-    test = test[None] if test.ndim == 2 else test
+    tests = [torch.as_tensor(np.asarray(t), dtype=torch.float32) for t in views]
+    tests = [t[None] if t.ndim == 2 else t for t in tests]
     if not standardize:
-        return train, test
+        return train, tests
     mu, sd = train.mean(0), train.std(0).clamp(min=1e-8)
-    return (train - mu) / sd, (test - mu) / sd
+    return (train - mu) / sd, [(t - mu) / sd for t in tests]
 
 
 # A probe is a tiny model (a d x 200 MLP on 100 rows a step, a linear SVM): on one thread it runs several times
