@@ -10,6 +10,7 @@ over the seeds; on one CPU thread they compute each seed's slice as its own prod
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm1d's defaults
 PREDICT_ROWS = 20_000            # test rows per prediction pass: k = 100 samples go through in a few passes
+STOP = threading.Event()  # set while an interrupted battery waits for its fits in other threads: they end early
 
 
 def linear_init(fan_in: int, fan_out: int, g: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +68,8 @@ class ProbeMLPs:
                                weight_decay=weight_decay, foreach=True)
         seed_rows = torch.arange(len(train), device=self.device)[:, None]
         for _ in range(epochs):
+            if STOP.is_set():
+                raise RuntimeError("probe fit stopped: the battery was interrupted")
             order = torch.stack([torch.randperm(train.shape[1], generator=g) for g in self.orders]).to(self.device)
             for i in range(0, order.shape[1], batch_size):
                 idx = order[:, i:i + batch_size]

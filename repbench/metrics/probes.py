@@ -5,16 +5,19 @@ values, or MLP probabilities) are averaged over the k samples before the arg-max
 """
 from __future__ import annotations
 
+import threading
+import time
 import warnings
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from .. import seeds
-from . import Values, register_metric
-from .mlp import ProbeMLPs
+from . import METRICS, Values, register_metric
+from .mlp import STOP, ProbeMLPs
 
 LINEAR_METHODS = ("linearsvc", "svc", "torch")
 MAX_ITER = 10_000  # of the linear probe's solver
@@ -94,7 +97,7 @@ def linear_probe_views(train_reps, train_y, views: list, test_y, *, seed: int = 
         clf = SVC(kernel="linear", C=C, random_state=seed, decision_function_shape="ovr")
     else:
         raise ValueError(f"unknown linear probe method '{method}'; use {', '.join(LINEAR_METHODS)}")
-    with warnings.catch_warnings(record=True) as caught:
+    with _WARNINGS, warnings.catch_warnings(record=True) as caught:  # the warning filters are process-wide
         warnings.simplefilter("always", ConvergenceWarning)
         clf.fit(train, np.asarray(train_y))
     for w in caught:  # only the convergence warning becomes the fit's record; others reach the user
@@ -104,6 +107,9 @@ def linear_probe_views(train_reps, train_y, views: list, test_y, *, seed: int = 
     labels = np.searchsorted(clf.classes_, np.asarray(test_y))
     return [Fit(_accuracy(np.mean([_scores(clf, t) for t in test], axis=0), labels), converged,
                 int(np.max(clf.n_iter_))) for test in views]
+
+
+_WARNINGS = threading.Lock()  # one linear fit at a time records the solver's warnings
 
 
 def _torch_svm(train, train_y, views: list, test_y, C: float, max_iter: int) -> list[Fit]:
@@ -197,17 +203,31 @@ def _scaled(train_reps, views: list, standardize: bool) -> tuple[torch.Tensor, l
 PROBE_THREADS = 1
 
 
+_LIMIT = threading.Lock()
+_limited = {"depth": 0, "stack": None}
+
+
 @contextmanager
 def probe_threads():
-    """torch and the BLAS libraries of numpy / scikit-learn on `PROBE_THREADS` inside; restored after."""
+    """torch and the BLAS libraries of numpy / scikit-learn on `PROBE_THREADS` inside; restored when the
+    outermost of nested (or side-by-side) scopes ends."""
     from threadpoolctl import threadpool_limits
-    before = torch.get_num_threads()
-    torch.set_num_threads(PROBE_THREADS)
+    with _LIMIT:
+        if _limited["depth"] == 0:
+            stack, before = ExitStack(), torch.get_num_threads()
+            stack.callback(torch.set_num_threads, before)
+            torch.set_num_threads(PROBE_THREADS)
+            stack.enter_context(threadpool_limits(PROBE_THREADS, user_api="blas"))
+            _limited["stack"] = stack
+        _limited["depth"] += 1
     try:
-        with threadpool_limits(PROBE_THREADS, user_api="blas"):
-            yield
+        yield
     finally:
-        torch.set_num_threads(before)
+        with _LIMIT:
+            _limited["depth"] -= 1
+            if _limited["depth"] == 0:
+                _limited.pop("stack").close()
+                _limited["stack"] = None
 
 
 KNN_DISTANCES = ("cosine", "euclidean")
@@ -266,9 +286,10 @@ def rep_view(split: dict, rep_type: str, k: int, generator: torch.Generator) -> 
 
 
 def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
-    """`probe`'s fit on one representation type, once per probe seed (computed once per battery: the plain
-    probes and the representation types share the `mean` results)."""
-    return inputs.memo(probe_key(cfg, probe, rep_type), lambda: _probe_accuracies(inputs, cfg, probe, rep_type))
+    """`probe`'s fit on one representation type, once per probe seed (computed once per battery, with every other
+    probe fit the battery's metrics read: see `fit_battery_probes`)."""
+    fit_battery_probes(inputs, cfg)
+    return inputs.memo(probe_key(cfg, probe, rep_type), lambda: _type_fits(inputs, cfg, probe, rep_type)[rep_type])
 
 
 SAMPLE_TYPES = ("sample_k1", "sample_k100")
@@ -279,9 +300,9 @@ def probe_key(cfg, probe: str, rep_type: str) -> tuple:
     return probe, rep_type, cfg.probe_seeds, setting, cfg.test_samples if rep_type == "sample_k100" else None
 
 
-def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
-    # The two sample types train on the same draw (the seed's generator, then one sample per training image):
-    # one fit serves both, scored on one test sample and on k. The other type is stored for its own lookup.
+def _type_fits(inputs, cfg, probe: str, rep_type: str) -> dict[str, list[Fit]]:
+    """{rep type: fits}: the two sample types train on the same draw (the seed's generator, then one sample per
+    training image), so one fit serves both, scored on one test sample and on k."""
     types = SAMPLE_TYPES if rep_type in SAMPLE_TYPES else (rep_type,)
     trains, views = [], {t: [] for t in types}
     for s in range(cfg.probe_seeds):
@@ -293,12 +314,8 @@ def _probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
             views[t].append(rep_view(inputs.reps["test"], t, cfg.test_samples if t == "sample_k100" else 1,
                                      g).numpy())
     train_y = [inputs.data.train_y.numpy()] * cfg.probe_seeds
-    fits = dict(zip(types, run_probe_views(probe, (trains, train_y, list(views.values()), inputs.data.test_y.numpy()),
+    return dict(zip(types, run_probe_views(probe, (trains, train_y, list(views.values()), inputs.data.test_y.numpy()),
                                            cfg, inputs.device)))
-    for t in types:
-        if t != rep_type:
-            inputs.memo(probe_key(cfg, probe, t), lambda t=t: fits[t])
-    return fits[rep_type]
 
 
 # The battery settings each probe's values depend on.
@@ -464,6 +481,15 @@ def few_label_accuracies(inputs, cfg, probe: str, n: int) -> list[Fit] | None:
     """`probe`'s fit trained on n labelled training representations (a class-balanced subset chosen by
     the probe seed: the same subsets for every learner) and scored on the whole test set, once per probe seed.
     None when the training set is too small for n."""
+    fit_battery_probes(inputs, cfg)
+    return inputs.memo(few_key(cfg, probe, n), lambda: _few_fits(inputs, cfg, probe, n))
+
+
+def few_key(cfg, probe: str, n: int) -> tuple:
+    return probe, "labels", n, cfg.probe_seeds, tuple(getattr(cfg, s) for s in PROBE_SETTINGS[probe])
+
+
+def _few_fits(inputs, cfg, probe: str, n: int) -> list[Fit] | None:
     from ..data import labelled_subset
     from ..errors import RepbenchError
     train_y = inputs.data.train_y
@@ -498,3 +524,53 @@ def _label_efficiency(inputs, cfg, generator):
                 if fits_record(per_seed):
                     fits[name] = fits_record(per_seed)
     return Values(values, {"fits": fits})
+
+
+# ------------------------------------------------------------------------------------------ fits side by side
+# A probe fit is a small model on one thread (PROBE_THREADS), so a battery on two threads would leave a core
+# idle through its probes. Instead the fits its metrics read run side by side, one per thread of the process,
+# each on one thread: a fit's values are those it gets alone, bit for bit (its inputs and generators are its own).
+FIT_ORDER = ("nonlinear_probe", "knn_probe", "linear_probe")  # the longest fits first, to end together
+
+
+def fit_battery_probes(inputs, cfg) -> None:
+    """Compute, once per battery, every probe fit that the metrics `cfg.metrics` read and that apply to
+    `inputs`, and keep them in its memo; their wall time is the battery's `probes` timing."""
+    inputs.memo(("battery probe fits", cfg), lambda: _fit_side_by_side(inputs, _battery_jobs(inputs, cfg)))
+
+
+def _battery_jobs(inputs, cfg) -> list:
+    """The fits as jobs, each returning {memo key: fits}."""
+    applies = lambda m: m in cfg.metrics and all(inputs.has(need) for need in METRICS.get(m).needs)
+    type_job = lambda p, t: lambda: {probe_key(cfg, p, k): f for k, f in _type_fits(inputs, cfg, p, t).items()}
+    few_job = lambda p, n: lambda: {few_key(cfg, p, n): _few_fits(inputs, cfg, p, n)}
+    jobs = []
+    for probe in FIT_ORDER:
+        types = (["mean"] if applies(probe) else []) + (["sample_k1", "embedding", "mean"] if applies("rep_types")
+                                                         else [])
+        jobs += [type_job(probe, t) for t in dict.fromkeys(types)]
+        if applies("label_efficiency"):
+            jobs += [few_job(probe, n) for n in sorted(cfg.label_counts, reverse=True)]
+    return jobs
+
+
+def _fit_side_by_side(inputs, jobs: list) -> None:
+    start = time.perf_counter()
+    workers = min(torch.get_num_threads(), len(jobs)) if inputs.device.type == "cpu" else 1
+    with probe_threads():
+        if workers <= 1:
+            results = [job() for job in jobs]
+        else:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="repbench-probe")
+            try:
+                results = list(pool.map(lambda job: job(), jobs))
+            except BaseException:  # Ctrl-C or a failed fit: the MLP fits still running stop at their next epoch
+                STOP.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                STOP.clear()
+                raise
+            pool.shutdown()
+    for result in results:
+        for key, fits in result.items():
+            inputs.memo(key, lambda fits=fits: fits)
+    inputs.timings_s["probes"] = inputs.timings_s.get("probes", 0.0) + time.perf_counter() - start

@@ -70,6 +70,46 @@ def test_one_fit_serves_both_sample_types_as_two_separate_fits_would(trained, sy
         probe_accuracies(inputs, cfg, "linear_probe", "sample_k100")  # the check can tell the two views apart
 
 
+PROBE_METRICS = ("linear_probe", "nonlinear_probe", "knn_probe", "rep_types", "label_efficiency")
+
+
+def test_probe_fits_side_by_side_equal_the_fits_one_at_a_time(trained, synthetic):
+    # two threads: the fits run side by side, one thread each; one thread: one after another
+    cfg = BatteryConfig(metrics=PROBE_METRICS, probe_seeds=2, test_samples=7, nonlinear_epochs=2, label_counts=(20, 50))
+    before, by_threads = torch.get_num_threads(), {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            res = run_battery(trained, synthetic, cfg, progress=False)
+            assert torch.get_num_threads() == threads  # the process's thread count is restored after the probes
+            by_threads[threads] = res.metrics
+    finally:
+        torch.set_num_threads(before)
+    assert by_threads[2] == by_threads[1]
+    assert len(by_threads[1]) == 3 * (4 + 2) * 2 and all(v is not None for v in by_threads[1].values())
+    assert 20 < by_threads[1]["nonlinear_probe"] < 95  # neither chance nor solved: a difference would show
+
+
+def test_a_failed_probe_fit_stops_the_fits_beside_it_and_reaches_the_caller(trained, synthetic, monkeypatch):
+    import threading
+    from repbench.metrics import mlp, probes
+
+    def fail(*args, **kwargs):
+        raise ValueError("a failing k-NN fit")
+    monkeypatch.setattr(probes, "knn_probe", fail)
+    cfg = BatteryConfig(metrics=PROBE_METRICS, probe_seeds=2, test_samples=7, nonlinear_epochs=50)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ValueError, match="a failing k-NN fit"):
+            run_battery(trained, synthetic, cfg, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert not mlp.STOP.is_set()  # a later battery's fits run
+    assert not [t for t in threading.enumerate() if t.name.startswith("repbench-probe")]  # none left running
+
+
 def test_battery_is_reproducible(trained, synthetic, tmp_path):
     cfg = BatteryConfig(metrics=("bpd", "linear_probe", "nonlinear_probe"), probe_seeds=1, nonlinear_epochs=2)
     a = run_battery(trained, synthetic, cfg, progress=False).metrics
