@@ -530,7 +530,10 @@ def _label_efficiency(inputs, cfg, generator):
 # A probe fit is a small model on one thread (PROBE_THREADS), so a battery on two threads would leave a core
 # idle through its probes. Instead the fits its metrics read run side by side, one per thread of the process,
 # each on one thread: a fit's values are those it gets alone, bit for bit (its inputs and generators are its own).
-FIT_ORDER = ("nonlinear_probe", "knn_probe", "linear_probe")  # the longest fits first, to end together
+# The longest fits first, so that the workers end together: those scored on k test samples (the k-NN's the
+# longest: a vote among all training rows for each of k x N test rows), then the MLP's, then the rest.
+SAMPLED_ORDER = ("knn_probe", "nonlinear_probe", "linear_probe")
+FIT_ORDER = ("nonlinear_probe", "knn_probe", "linear_probe")
 
 
 def fit_battery_probes(inputs, cfg) -> None:
@@ -544,10 +547,10 @@ def _battery_jobs(inputs, cfg) -> list:
     applies = lambda m: m in cfg.metrics and all(inputs.has(need) for need in METRICS.get(m).needs)
     type_job = lambda p, t: lambda: {probe_key(cfg, p, k): f for k, f in _type_fits(inputs, cfg, p, t).items()}
     few_job = lambda p, n: lambda: {few_key(cfg, p, n): _few_fits(inputs, cfg, p, n)}
-    jobs = []
+    typed = applies("rep_types")
+    jobs = [type_job(probe, "sample_k1") for probe in SAMPLED_ORDER if typed]
     for probe in FIT_ORDER:
-        types = (["mean"] if applies(probe) else []) + (["sample_k1", "embedding", "mean"] if applies("rep_types")
-                                                         else [])
+        types = (["mean"] if applies(probe) else []) + (["mean", "embedding"] if typed else [])
         jobs += [type_job(probe, t) for t in dict.fromkeys(types)]
         if applies("label_efficiency"):
             jobs += [few_job(probe, n) for n in sorted(cfg.label_counts, reverse=True)]
