@@ -90,6 +90,15 @@ def test_probe_fits_side_by_side_equal_the_fits_one_at_a_time(trained, synthetic
     assert 20 < by_threads[1]["nonlinear_probe"] < 95  # neither chance nor solved: a difference would show
 
 
+@pytest.mark.parametrize("metrics", [("nonlinear_probe",), PROBE_METRICS])
+def test_the_probe_fits_time_is_counted_once(trained, synthetic, metrics):
+    # the representations are extracted before the fits' clock starts: each second is in one timing only
+    res = run_battery(trained, synthetic, BatteryConfig(metrics=metrics, probe_seeds=1, nonlinear_epochs=2,
+                                                        label_counts=(20,)), progress=False)
+    assert res.timings_s["probes"] > 0 and res.timings_s["extract"] > 0
+    assert all(seconds >= 0 for seconds in res.timings_s.values()), res.timings_s
+
+
 def test_a_failed_probe_fit_stops_the_fits_beside_it_and_reaches_the_caller(trained, synthetic, monkeypatch):
     import threading
     from repbench.metrics import mlp, probes
