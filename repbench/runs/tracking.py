@@ -282,8 +282,21 @@ class MLflowTracker:
         for i in range(0, len(kept), 100):
             self.client.log_batch(self.run_id, params=kept[i:i + 100])
         if dataset is not None:
-            self.client.log_inputs(self.run_id, datasets=[dataset_input(dataset)])
+            self._log_dataset(dataset)
         return self.run_id
+
+    def _log_dataset(self, dataset: dict) -> None:
+        # Two runs that log the same new dataset at once both try to insert it, and the store refuses the second
+        # (a unique constraint; cells of a suite start together). Its transaction is undone, and on a second try
+        # the dataset is there to link to.
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[dataset_input(dataset)])
+                return
+            except Exception:  # noqa: BLE001 - the last attempt's error is the start's
+                if attempt == 2:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def attach(self, run_id: str) -> None:
         """Log into an existing run (finished or not) without changing its status."""

@@ -127,3 +127,24 @@ def test_run_logs_to_a_real_mlflow_server(mlflow_server, results_dir):
     from repbench.cli import run_link  # the link `repbench run` prints opens the model-training views
     assert re.fullmatch(rf": {mlflow_server}/#/experiments/\d+/runs/{record['mlflow_run_id']}"
                         rf"\?workflowType=machine_learning", run_link(record["mlflow_run_id"], mlflow_server))
+
+
+def test_a_dataset_insert_refused_once_is_tried_again(results_dir, monkeypatch):
+    # two cells that log the same new dataset at once: the store refuses the second insert (a unique constraint)
+    from repbench.runs.tracking import MLflowTracker
+    tracker = MLflowTracker(f"sqlite:///{results_dir / 'mlflow.db'}", "race", results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tracker._connect()
+    real, calls = tracker.client.log_inputs, []
+
+    def refused_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tracker.client, "log_inputs", refused_once)
+    dataset = {"name": "synthetic", "digest": "abc123", "profile": {"train": 600}}
+    run_id = tracker.start("cell", {"seed": 0}, {}, dataset=dataset)
+    assert run_id is not None and tracker.error is None and len(calls) == 2
+    (logged,) = MlflowClient(tracker.uri).get_run(run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("synthetic", "abc123")
