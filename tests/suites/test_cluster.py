@@ -1,6 +1,7 @@
 """Suites on a real Ray cluster (a head and a worker node, both on 127.0.0.1) with a real `mlflow server` as the
 shared record: a worker node killed mid-cell, Ctrl-C on the head, reuse and resume looked up in the server, and a
 report written from the server alone."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,8 +43,9 @@ def server(tmp_path_factory):
 def cluster():
     from ray.cluster_utils import Cluster
     local = dict(node_ip_address="127.0.0.1", include_dashboard=False)
-    c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, node_name="head", **local))
-    c.add_node(num_cpus=1, node_name="worker", **local)
+    with python_sigint():
+        c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, node_name="head", **local))
+        c.add_node(num_cpus=1, node_name="worker", **local)
     yield c
     c.shutdown()
 
@@ -68,6 +70,17 @@ def start_suite(path: Path, cluster, server: str, results: Path) -> subprocess.P
 def run_suite_again(path: Path, cluster, server: str, results: Path) -> subprocess.CompletedProcess:
     return subprocess.run(suite_args(path, cluster, server, results), capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@contextlib.contextmanager
+def python_sigint():
+    """Ray's processes inherit this process's SIGINT: ignored (a background CI job, an earlier test), their
+    workers would ignore the cancel that Ctrl-C on the head sends them, which Ray delivers as SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _default_sigint():  # under a background CI job SIGINT may be inherited as ignored
@@ -141,7 +154,8 @@ def test_a_worker_killed_mid_cell_loses_nothing_and_the_server_alone_reports(clu
 
 def test_ctrl_c_on_the_head_stops_the_cells_and_a_second_suite_resumes_them(cluster, server, tmp_path):
     if not cluster.worker_nodes:
-        cluster.add_node(num_cpus=1, node_name="worker2", node_ip_address="127.0.0.1")
+        with python_sigint():
+            cluster.add_node(num_cpus=1, node_name="worker2", node_ip_address="127.0.0.1")
     suite = write_suite(tmp_path, "cluster-stop", seed=1)
     proc = start_suite(suite, cluster, server, tmp_path / "head")
     def every_cell_has_a_checkpoint():  # a cell stopped before its first epoch would rightly start afresh
