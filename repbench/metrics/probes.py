@@ -289,7 +289,23 @@ def probe_accuracies(inputs, cfg, probe: str, rep_type: str) -> list[Fit]:
     """`probe`'s fit on one representation type, once per probe seed (computed once per battery, with every other
     probe fit the battery's metrics read: see `fit_battery_probes`)."""
     fit_battery_probes(inputs, cfg)
-    return inputs.memo(probe_key(cfg, probe, rep_type), lambda: _type_fits(inputs, cfg, probe, rep_type)[rep_type])
+    key = probe_key(cfg, probe, rep_type)
+
+    def compute():  # outside a battery's prefetch: keep the type that shares this fit too
+        result = _type_job(inputs, cfg, probe, rep_type)()
+        _keep(inputs, {k: f for k, f in result.items() if k != key})
+        return result[key]
+    return inputs.memo(key, compute)
+
+
+def _type_job(inputs, cfg, probe: str, rep_type: str):
+    """A job returning {memo key: fits} for `rep_type` and the type that shares its fit."""
+    return lambda: {probe_key(cfg, probe, t): f for t, f in _type_fits(inputs, cfg, probe, rep_type).items()}
+
+
+def _keep(inputs, result: dict) -> None:
+    for key, fits in result.items():
+        inputs.memo(key, lambda fits=fits: fits)
 
 
 SAMPLE_TYPES = ("sample_k1", "sample_k100")
@@ -545,7 +561,7 @@ def fit_battery_probes(inputs, cfg) -> None:
 def _battery_jobs(inputs, cfg) -> list:
     """The fits as jobs, each returning {memo key: fits}."""
     applies = lambda m: m in cfg.metrics and all(inputs.has(need) for need in METRICS.get(m).needs)
-    type_job = lambda p, t: lambda: {probe_key(cfg, p, k): f for k, f in _type_fits(inputs, cfg, p, t).items()}
+    type_job = lambda p, t: _type_job(inputs, cfg, p, t)
     few_job = lambda p, n: lambda: {few_key(cfg, p, n): _few_fits(inputs, cfg, p, n)}
     typed = applies("rep_types")
     jobs = [type_job(probe, "sample_k1") for probe in SAMPLED_ORDER if typed]
@@ -575,6 +591,5 @@ def _fit_side_by_side(inputs, jobs: list) -> None:
                 raise
             pool.shutdown()
     for result in results:
-        for key, fits in result.items():
-            inputs.memo(key, lambda fits=fits: fits)
+        _keep(inputs, result)
     inputs.timings_s["probes"] = inputs.timings_s.get("probes", 0.0) + time.perf_counter() - start
