@@ -54,7 +54,9 @@ class BatteryConfig:
     nonlinear_standardize: bool = setting(True)  # the MLP probe on standardized features (the paper's code: raw)
     id_threshold: float = setting(0.01, above=0, flag="--id-threshold",
                                   help="intrinsic_dim counts eigenvalues at least this fraction of the largest.")
-    knn_k: int = setting(20, min=1, flag="--knn-k", help="Neighbours of the k-NN probe.")
+    knn_k: int = setting(20, min=1, flag="--knn-k",
+                         help="Neighbours of the k-NN probe; at most the training images (and the smallest label "
+                              "count with label_efficiency).")
     knn_distance: str = setting("cosine", flag="--knn-distance", choices=KNN_DISTANCES,
                                 help="The k-NN probe's distance: cosine (votes exp(cos / 0.07)) or euclidean "
                                      "(votes 1 / distance).")
@@ -90,6 +92,18 @@ class BatteryConfig:
             if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
                 raise RepbenchError(f"unknown {f.name} '{getattr(self, f.name)}'; use "
                                     f"{', '.join(f.metadata['choices'])}")
+        if "label_efficiency" in self.metrics and self.knn_k > min(self.label_counts):
+            raise RepbenchError(f"knn_k ({self.knn_k}) must be at most the smallest of label_counts "
+                                f"({min(self.label_counts)}): label_efficiency's k-NN probe votes among that many "
+                                f"labelled representations")
+
+    def check_data(self, data: ImageData) -> None:
+        """The settings that the data bounds, checked before any work: a k-NN probe needs at least knn_k
+        training images."""
+        knn = [m for m in self.metrics if "knn_k" in METRICS.get(m).settings]
+        if knn and self.knn_k > len(data.train_y):
+            raise RepbenchError(f"knn_k ({self.knn_k}) is more than the {len(data.train_y)} training images of "
+                                f"{data.name} that {knn[0]} votes among; choose a smaller --knn-k")
 
 
 # The paper's protocol: its text first, its official code where the text is silent. A linear SVM is
@@ -325,6 +339,7 @@ def run_battery(learner, data: ImageData, cfg: BatteryConfig | None = None, *, s
     seed = seed if seed is not None else (learner.seed if learner is not None else 0)
     if learner is not None:  # the preset's test split, as `repbench run` measures it (a no-op on limited data)
         data = data.limit(*learner.data_limits())
+    cfg.check_data(data)
     inputs = Inputs(data, learner, reps, cache_dir=cache_dir, checkpoint=checkpoint,
                     batch_size=cfg.eval_batch_size, progress=progress)
     res = BatteryResult()

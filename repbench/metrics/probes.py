@@ -248,8 +248,10 @@ def knn_probe(train_reps, train_y, test_reps, test_y, *, k: int = 20, distance: 
     test = torch.as_tensor(_as_samples(test_reps), dtype=torch.float32)
     if distance == "cosine":
         train, test = torch.nn.functional.normalize(train, dim=-1), torch.nn.functional.normalize(test, dim=-1)
+    if k > len(train):  # fewer neighbours than asked would be a different probe under the same name
+        raise ValueError(f"the k-NN probe's k = {k} needs at least {k} training representations, got {len(train)}")
     labels = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    classes, k = int(max(labels.max(), int(np.max(test_y)))) + 1, min(k, len(train))
+    classes = int(max(labels.max(), int(np.max(test_y)))) + 1
     votes = torch.zeros(test.shape[1], classes, dtype=torch.float64)
     # the cosine path multiplies by a contiguous transpose, in blocks of 2,000 rows: 1.3x faster than by train.T
     # in blocks of 500 on k = 100 test samples (2 threads)

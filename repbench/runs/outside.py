@@ -114,6 +114,7 @@ def score(arrays: dict, name: str, dataset: str, cfg: BatteryConfig, *, fingerpr
                      torch.zeros(len(test_y), 1, 1, 1, dtype=torch.uint8), test_y, classes)
     reps = {split: {"mean": torch.as_tensor(np.asarray(arrays[split]), dtype=torch.float32)}
             for split in ("train", "test")}
+    cfg.check_data(data)
     if results_dir is None:
         res = run_battery(None, data, cfg, seed=seed, reps=reps, progress=progress)
         return {"name": name, "metrics": res.metrics, "measured_with": res.measured_with, "status": "EVALUATED"}

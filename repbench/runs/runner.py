@@ -117,6 +117,7 @@ def run(spec: RunSpec) -> dict:
         finished, folder, resume = look_up(spec, learner)
         if finished is None:  # under the lock until run.json says RUNNING: a second process then sees this run
             data = load_data(spec, learner)
+            spec.battery.check_data(data)
             rec = Recorder.open(spec, learner, folder, device, data)
     if finished is not None:  # before any data is loaded: reusing a finished cell should cost nothing
         return complete(finished, spec, device)
@@ -200,6 +201,7 @@ def complete(folder: Path, spec: RunSpec, device: torch.device) -> dict:
     learner = learner_from_params(rec.state["params"], device).load(folder / "checkpoint.pt")
     data = load_data(spec, learner)
     cfg = replace(spec.battery, metrics=tuple(todo))
+    cfg.check_data(data)
     with rec.guard(keep_status=True):
         measured, artifacts = measure(learner, data, folder, cfg, replace(spec, grid=0), old.name or "")
         record = rec.save(measured, artifacts, into=old)
@@ -264,6 +266,7 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
     spec = RunSpec(learner.name, dataset=dataset, results_dir=Path(results_dir), data_root=data_root,
                    progress=progress, grid=grid, battery=cfg)
     data = load_dataset(dataset, data_root).limit(*learner.data_limits())
+    cfg.check_data(data)
     title = f"{learner.display_name} on {dataset}"
     if rec is None:
         measured, _ = measure(learner, data, folder, cfg, spec, title)

@@ -185,6 +185,12 @@ CASES = [
     ("bad-probe-protocol", ["run", "--probe-protocol", "grid"], 2, r"Invalid value for '--probe-protocol'", None),
     ("zero-knn-k", ["run", "--knn-k", "0"], 2, r"knn_k must be an integer >= 1", None),
     ("bad-knn-distance", ["run", "--knn-distance", "manhattan"], 2, r"Invalid value for '--knn-distance'", None),
+    ("knn-k-over-label-counts", ["run", "--knn-k", "200"], 2,
+     r"knn_k \(200\) must be at most the smallest of label_counts \(100\)", None),
+    ("knn-k-over-training", ["run", "--model", "vae", *SMOKE, "--seed", "1", "--metrics", "knn_probe", "--knn-k", "301"], 2,
+     r"knn_k \(301\) is more than the 300 training images of synthetic that knn_probe votes among", None),
+    ("eval-knn-k-over-training", ["eval", "--run", "{run}", "--metrics", "rep_types", "--knn-k", "301"], 2,
+     r"knn_k \(301\) is more than the 300 training images of synthetic that rep_types votes among", None),
     ("suite-bad-probe-protocol", ["suite", "{x}"], 2, r"unknown probe_protocol 'grid'; use fixed, tuned",
      lambda t, r: suite_file(t, "learners: [vae]\nbattery: {probe_protocol: grid}\n")),
     ("features-not-the-dataset", ["eval", "--features", "{x}", "--dataset", "synthetic"], 2,
@@ -493,6 +499,9 @@ API_CASES = [
     ("evaluate-only-image-metrics", lambda t, f: _evaluate(lambda x: x.flatten(1).float(), t,
                                                            battery={"metrics": ["bpd"]}),
      r"none of the metrics bpd can score bare representations; choose among .*\bknn_probe\b"),
+    ("evaluate-knn-k-over-training", lambda t, f: _evaluate(lambda x: x.flatten(1).float(), t,
+                                                            battery={"metrics": ["knn_probe"], "knn_k": 301}),
+     r"knn_k \(301\) is more than the 300 training images of synthetic"),
 ]
 
 

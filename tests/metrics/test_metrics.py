@@ -192,6 +192,9 @@ def test_knn_probe_averages_the_votes_of_test_samples_and_takes_20_neighbours_by
     labels = np.array([0] * 10 + [1] * 110)
     assert knn_probe(train, labels, np.array([cone(1.0)]), np.array([0])) == 100.0
     assert knn_probe(train, labels, np.array([cone(1.0)]), np.array([0]), k=21) == 0.0
+    # fewer training rows than k is an error, not a probe with fewer neighbours under the same name
+    with pytest.raises(ValueError, match="k = 121 needs at least 121 training representations, got 120"):
+        knn_probe(train, labels, np.array([cone(1.0)]), np.array([0]), k=121)
 
 
 def test_the_validation_split_is_a_fifth_of_each_class_fixed_by_the_seed_alone():
