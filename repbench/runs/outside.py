@@ -15,8 +15,7 @@ import torch
 from ..measure import BatteryConfig, battery_for, run_battery
 from ..data import ImageData, load_dataset
 from ..errors import RepbenchError, first_line
-from ..files import read_json
-from .record import Measured, RunRecord
+from .record import Measured
 from .recording import Recorder
 from .records import check_name, check_results_dir, find_finished, new_run_folder
 from .runner import RunSpec
@@ -134,8 +133,6 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
     runs_root = check_results_dir(results_dir) / "runs"
     prefix = f"{identity['name']}-{fingerprint}"
     done = find_finished(runs_root, prefix)
-    old = RunRecord.from_json(read_json(done / "metrics.json")) if done else None
-    todo = old.missing(cfg) if old else list(cfg.metrics)
     rec = Recorder.attach(spec, done) if done else Recorder.start(
         spec, identity, {"learner": name, "source": "representations made outside repbench",
                          "fingerprint": fingerprint, "shape": {"train": list(reps["train"]["mean"].shape),
@@ -143,6 +140,8 @@ def record_outside(name: str, dataset: str, cfg, data, reps: dict, *, fingerprin
         new_run_folder(runs_root, prefix), "cpu", key=prefix,
         dataset={"name": dataset, "digest": fingerprint, "profile": {
             "train_representations": len(reps["train"]["mean"]), "test_representations": len(reps["test"]["mean"])}})
+    old = rec.stored(history=[]) if done else None
+    todo = old.missing(cfg) if old else list(cfg.metrics)
     if old and not todo:
         rec.add_tags(tags)
         return rec.result(old, "REUSED")

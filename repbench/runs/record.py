@@ -134,32 +134,34 @@ def trusted_metrics(record: dict) -> dict:
     return {k: math.nan if k in bad and v is not None else v for k, v in record.get("metrics", {}).items()}
 
 
-def read_record(path: Path, where: str | None = None) -> dict:
+def read_record(path: Path, where: str | None = None, ref: str | None = None) -> dict:
     """A finished run's metrics.json as the gate and the tables read it: a truncated file, or a value that is not a
-    number (a hand-edited record), is a one-line error naming the file, never a traceback or a blank cell."""
+    number (a hand-edited record), is a one-line error naming the file and how to repair it (`ref`: the run's
+    folder name or MLflow run id; default the folder's name), never a traceback or a blank cell."""
     where = where or str(path)
+    # measuring again repairs a record whole (Recorder.stored); --rerun would leave the broken one beside a new run
+    repair = (f"measure it again (`repbench eval --run {ref or Path(path).parent.name}`, or the suite that made "
+              f"it) or remove its run folder")
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise RepbenchError(f"{where} is unreadable or truncated ({first_line(exc, 80)}); run its cell again "
-                            f"(--rerun) or remove its run folder") from None
-    return check_record(record, where)
+        raise RepbenchError(f"{where} is unreadable or truncated ({first_line(exc, 80)}); {repair}") from None
+    return check_record(record, where, repair)
 
 
-def check_record(record, where: str) -> dict:
+def check_record(record, where: str, repair: str) -> dict:
     """`record` if its values are numbers (or None: does not apply) and its settings mappings, else one line."""
     values, settings = (record.get("metrics"), record.get("measured_with", {})) if isinstance(record, dict) \
         else (None, None)
     if not isinstance(values, dict) or not isinstance(settings, dict):
-        raise RepbenchError(f"{where} is not a repbench record (no 'metrics' mapping); run its cell again (--rerun)")
+        raise RepbenchError(f"{where} is not a repbench record (no 'metrics' mapping); {repair}")
     bad = next((k for k, v in values.items() if v is not None and (isinstance(v, bool) or
                                                                    not isinstance(v, (int, float)))), None)
     if bad is not None:
-        raise RepbenchError(f"{where}: the value of '{bad}' is {values[bad]!r}, not a number; run its cell again "
-                            f"(--rerun)")
+        raise RepbenchError(f"{where}: the value of '{bad}' is {values[bad]!r}, not a number; {repair}")
     odd = next((m for m, s in settings.items() if not isinstance(s, dict)), None)
     if odd is not None:
-        raise RepbenchError(f"{where}: the settings of '{odd}' are {settings[odd]!r}, not a mapping")
+        raise RepbenchError(f"{where}: the settings of '{odd}' are {settings[odd]!r}, not a mapping; {repair}")
     return record
 
 

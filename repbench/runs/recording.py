@@ -87,6 +87,15 @@ class Recorder:
     def identity(self) -> dict:
         return {k: self.state.get(k) for k in ("name", "learner", "display_name", "dataset", "preset", "seed")}
 
+    def stored(self, history: list | None = None) -> RunRecord:
+        """The run's metrics.json. An unreadable one (cut short, edited by hand) counts as this run's record with
+        nothing measured and the training `history` given (the checkpoint's), so that measuring again repairs it
+        whole; read as {} it would lose the run's name and training curves."""
+        record = read_json(self.folder / "metrics.json")
+        if isinstance(record.get("metrics"), dict):
+            return RunRecord.from_json(record)
+        return RunRecord.new(self.identity(), Measured(metrics={}), history)
+
     def write_state(self) -> None:
         write_json(self.folder / "run.json", self.state)
 

@@ -16,7 +16,6 @@ import torch
 from .. import seeds
 from ..data import DATASETS, ImageData, labelled_subset, load_dataset
 from ..errors import RepbenchError
-from ..files import read_json
 from ..learners import create_learner, has_ability, learner_from_params
 from ..malloc import tune as tune_malloc
 from ..measure import BatteryConfig, plots, run_battery
@@ -192,13 +191,13 @@ def load_data(spec: RunSpec, learner) -> ImageData:
 def complete(folder: Path, spec: RunSpec, device: torch.device) -> dict:
     """A finished run of this configuration: measure the metrics it lacks or measured with other settings
     (from the cached representations, without training), tag it with this suite, and return it as REUSED."""
-    old = RunRecord.from_json(read_json(folder / "metrics.json"))
-    todo = old.missing(spec.battery)
     rec = Recorder.attach(spec, folder)
+    todo = rec.stored().missing(spec.battery)
     if not todo:
         rec.add_tags(spec.tags)
-        return rec.result(old, "REUSED")
+        return rec.result(rec.stored(), "REUSED")
     learner = learner_from_params(rec.state["params"], device).load(folder / "checkpoint.pt")
+    old = rec.stored(learner.history)
     data = load_data(spec, learner)
     cfg = replace(spec.battery, metrics=tuple(todo))
     cfg.check_data(data)
@@ -276,7 +275,7 @@ def evaluate_saved(*, run_ref: str | None, checkpoint: Path | None, dataset: str
                 "tracking_error": None}
     with rec.guard(keep_status=True):
         measured, artifacts = measure(learner, data, folder, cfg, spec, title)
-        old = RunRecord.from_json(read_json(folder / "metrics.json"))
+        old = rec.stored(learner.history)
         record = rec.save(measured, [a for a in artifacts if a.name != "checkpoint.pt"], into=old)
     # the record on disk keeps every metric; the timings returned are this evaluation's own
     return {**rec.result(record, "EVALUATED"), "timings_s": measured.timings_s or {}}

@@ -238,8 +238,8 @@ def server_records(suite: Suite, tracking_uri: str, experiment: str = "repbench"
                 for j, run in enumerate(cell_runs(client, experiment, key, "FINISHED")):
                     folder, run_id = Path(tmp) / f"{i}-{j}", run.info.run_id
                     if download(client, run_id, ("metrics.json",), folder):
-                        records.append({**read_record(folder / "metrics.json", f"metrics.json of MLflow run {run_id}"),
-                                        "mlflow_run_id": run_id})
+                        where = f"metrics.json of MLflow run {run_id}"
+                        records.append({**read_record(folder / "metrics.json", where, run_id), "mlflow_run_id": run_id})
                 out.append((cell, records))
         except RepbenchError:
             raise

@@ -340,7 +340,7 @@ CASES = [
      with_baseline({"suite": "bad", "results": [{**entry(bpd=9.1), "seeds": {"bpd": [8.0]}}]})),
     ("metrics-json-text-value", ["check", "{x}"], 2, r"metrics.json: the value of 'bpd' is 'low', not a number",
      edited_record(lambda text: re.sub(r'"bpd": [0-9.]+', '"bpd": "low"', text))),
-    ("metrics-json-truncated", ["report", "--suite", "{x}"], 2, r"metrics.json is unreadable or truncated",
+    ("metrics-json-truncated", ["report", "--suite", "{x}"], 2, r"metrics.json is unreadable or truncated \(.*\); measure it again \(`repbench eval --run vae-synthetic-smoke-s0-",
      edited_record(lambda text: text[:len(text) // 2])),
     ("metrics-json-not-a-record", ["check", "{x}"], 2, r"metrics.json is not a repbench record",
      edited_record(lambda text: "[1, 2]")),

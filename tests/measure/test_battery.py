@@ -172,6 +172,29 @@ def test_eval_reruns_selected_metrics_on_a_run(tmp_path):
     assert bad.exit_code == 2 and "no run 'nosuchrun'" in bad.stderr
 
 
+def test_measuring_again_repairs_an_unreadable_record_whole(tmp_path):
+    # a truncated metrics.json is repaired by what its error names (eval --run) and by its suite, keeping the
+    # run's name and training history: read as empty, the re-measured record had lost both
+    runner, base = CliRunner(), ["--results-dir", str(tmp_path), "-q"]
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nlearners: [vae]\ndatasets: [synthetic]\npresets: [smoke]\n"
+                     "metrics: [bpd, intrinsic_dim]\n")
+    assert runner.invoke(cli, ["suite", str(suite)] + base, catch_exceptions=False).exit_code == 0
+    (folder,) = (tmp_path / "runs").iterdir()
+    whole = json.loads((folder / "metrics.json").read_text())
+    assert whole["name"] == "vae-synthetic-smoke-s0" and len(whole["history"]) == 1
+    kept = ("name", "learner", "display_name", "dataset", "preset", "seed", "history", "metrics")
+    for repair in (["eval", "--run", folder.name, "--metrics", "bpd,intrinsic_dim"], ["suite", str(suite)]):
+        (folder / "metrics.json").write_text('{"metrics": {"bpd"')
+        out = runner.invoke(cli, ["report", "--suite", str(suite), "--results-dir", str(tmp_path)])
+        assert out.exit_code == 2 and f"measure it again (`repbench eval --run {folder.name}`" in out.stderr
+        out = runner.invoke(cli, repair + base, catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        again = json.loads((folder / "metrics.json").read_text())
+        assert {k: again.get(k) for k in kept} == {k: whole[k] for k in kept}, repair
+    assert runner.invoke(cli, ["report", "--suite", str(suite), "--results-dir", str(tmp_path)]).exit_code == 0
+
+
 @pytest.mark.parametrize("flag", battery_flags(), ids=lambda f: f.flag)
 def test_each_battery_setting_is_declared_once_and_reaches_the_cli_and_suite_files(flag, tmp_path):
     """A setting's option (run and eval), its help with the presets' values, and its suite-file key all come
