@@ -229,7 +229,13 @@ def malloc_mode() -> str:
 
 
 def find_run(results_dir: Path, ref: str) -> Path:
-    """A run folder by MLflow run id, folder name, or a unique prefix of either."""
+    """A run folder by MLflow run id, folder name, a unique prefix of either, or its path."""
+    if "/" in ref:  # a path, as a shell completes it (no folder name has a slash): a run of this results folder
+        folder, runs_root = Path(ref).resolve(), (Path(results_dir) / "runs").resolve()
+        if folder.parent != runs_root or not (folder / "run.json").exists():
+            raise RepbenchError(f"{ref} is not a run folder under {runs_root} (give --results-dir of the results "
+                                f"folder it is in)")
+        return folder
     runs = [f for f in sorted((Path(results_dir) / "runs").glob("*")) if (f / "run.json").exists()]
     exact = [f for f in runs if f.name == ref or read_json(f / "run.json").get("mlflow_run_id") == ref]
     hits = exact or [f for f in runs if f.name.startswith(ref) or

@@ -209,6 +209,8 @@ CASES = [
     # ---- eval
     ("eval-neither", ["eval"], 2, r"give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz", None),
     ("eval-no-such-run", ["eval", "--run", "nosuchrun"], 2, r"no run 'nosuchrun'", None),
+    ("eval-run-path-elsewhere", ["eval", "--run", "{tmp}/other/runs/{run}"], 2,
+     r"other/runs/.* is not a run folder under .*results/runs \(give --results-dir of the results folder", None),
     ("eval-missing-checkpoint", ["eval", "--checkpoint", "{tmp}/none.pt"], 2, r"does not exist", None),
     ("eval-other-dataset", ["eval", "--run", "{run}", "--dataset", "mnist5k"], 2, r"was trained on synthetic", None),
     ("eval-swapped-learner", ["eval", "--run", "{x}"], 2, r"holds learner 'pca', not 'vae'", swapped_checkpoint),

@@ -170,6 +170,8 @@ def test_eval_reruns_selected_metrics_on_a_run(tmp_path):
     assert (folder / "spectrum.png").exists() and (folder / "probes.png").exists()
     bad = runner.invoke(cli, ["eval", "--run", "nosuchrun"] + base)
     assert bad.exit_code == 2 and "no run 'nosuchrun'" in bad.stderr
+    out = runner.invoke(cli, ["eval", "--run", f"{folder}/", "--metrics", "intrinsic_dim"] + base)  # by its path
+    assert out.exit_code == 0 and "intrinsic_dim" in out.output, out.output
 
 
 def test_measuring_again_repairs_an_unreadable_record_whole(tmp_path):
