@@ -293,6 +293,11 @@ def compare_table(df: pd.DataFrame, pairs, cells: Cells) -> Section | None:
                     rows.append([f"{b} − {a}", dataset, preset, m, "—", Stat(NOT_MEASURED), "not compared (" +
                                  "; ".join(bad) + ")", "—"])
                     continue
+                other = measured_otherwise(sides)
+                if other:  # a difference of values measured two ways is the settings' as much as the learners'
+                    rows.append([f"{b} − {a}", dataset, preset, m, "—", Stat(NOT_MEASURED),
+                                 f"not compared ({a} / {b} measured with {other})", "—"])
+                    continue
                 va, vb = ([v for v in r["values"] if v is not None] for r in sides)
                 d, digits = welch(va, vb), metric_info(m)[2]
                 ci = "needs ≥ 2 seeds each" if d.low is None else f"[{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
@@ -302,6 +307,41 @@ def compare_table(df: pd.DataFrame, pairs, cells: Cells) -> Section | None:
     return Section("compare", "Differences across training seeds (mean of b − mean of a, Welch's t, 95%)",
                    ["pair", "dataset", "preset", "metric", "seeds", "difference", "95% interval", "excludes 0"],
                    rows, labels=5) if rows else None
+
+
+def measured_with_of(row: dict) -> dict:
+    """A tidy row's battery settings and metric code version."""
+    return {**(row["settings"] or {}), "version": row["metric_version"]}
+
+
+def measured_otherwise(rows: list[dict]) -> str:
+    """How tidy rows' values were measured where they differ ('knn_k 5 / 10'); '' where alike."""
+    seen = [measured_with_of(r) for r in rows]
+    return ", ".join(f"{k} {' / '.join(_shown(t.get(k)) for t in seen)}" for k in _differing(seen))
+
+
+def _differing(seen: list[dict]) -> list[str]:
+    return sorted({k for s in seen for k in s if len({_shown(t.get(k)) for t in seen}) > 1})
+
+
+def settings_table(cells: Cells) -> Section | None:
+    """Values that rows of one dataset and preset measured with different settings or metric code. A suite's
+    report measures every row alike (other values are left out); runs gathered by tag need not be, and their
+    rows sit side by side, so the table says where they differ."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in cells.rows.values():
+        if r["status"] == "ok":
+            groups.setdefault((r["entry"], r["dataset"], r["preset"]), {})[r["learner"]] = r
+    rows = []
+    for (entry, dataset, preset), by_learner in groups.items():
+        seen = {lr: measured_with_of(r) for lr, r in by_learner.items()}
+        keys = _differing(list(seen.values()))
+        if keys:
+            rows.append([entry, dataset, preset, "; ".join(
+                f"{lr}: " + ", ".join(f"{k} {_shown(s.get(k))}" for k in keys) for lr, s in seen.items())])
+    return Section("settings", "Measured with different settings (rows of one dataset and preset that a table "
+                   "shows side by side)", ["metric", "dataset", "preset", "settings by learner"], rows,
+                   labels=3) if rows else None
 
 
 def versions_table(df: pd.DataFrame) -> Section:
@@ -353,7 +393,7 @@ def build(records: list[dict], title: str = "", paper: list[dict] | None = None,
         if f"{probe}.sample_k1" in df:  # the representation types ran
             sections += table1(df, probe, cells)
     sections += [s for s in (label_table(df, cells), classifier_table(df, paper, cells),
-                             compare_table(df, compare, cells)) if s]
+                             compare_table(df, compare, cells), settings_table(cells)) if s]
     if paper is not None:
         sections.append(paper_table(df, paper, cells))
     if "_record" in df:

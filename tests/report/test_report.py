@@ -234,3 +234,23 @@ def test_label_efficiency_columns_have_one_order_whatever_the_frame_gives():
     assert orders[0] == orders[1] == orders[2]
     assert orders[0][:4] == ["linear_probe.labels_100", "linear_probe.labels_600", "linear_probe.labels_3000",
                              "nonlinear_probe.labels_100"]
+
+
+def test_rows_measured_with_other_settings_are_named_and_not_compared(mixed):
+    """vae measured its linear probe with C 9 on mnist5k, lpvae-h2 with C 1: each row's seeds agree, so each has
+    a mean, but the difference between them would be the settings' as much as the learners'."""
+    runs = [dict(r) for r in mixed]
+    for r in runs:
+        c = 9.0 if (r["learner"], r["dataset"]) == ("vae", "mnist5k") else 1.0
+        r["_record"] = {"measured_with": {"linear_probe": {"linear_c": c, "version": 2}}}
+    report = build(runs, compare=[("vae", "lpvae-h2")])
+    compare = {(r[1], r[3]): r[6] for r in section(report, "compare").rows}
+    assert compare[("mnist5k", "linear_probe")] == "not compared (vae / lpvae-h2 measured with linear_c 9.0 / 1.0)"
+    assert compare[("synthetic", "linear_probe")].startswith("[")   # alike on synthetic: an interval
+    assert compare[("mnist5k", "bpd")].startswith("[")
+    settings = section(report, "settings")
+    assert settings.rows == [["linear_probe", "mnist5k", "smoke", "lpvae-h2: linear_c 1.0; vae: linear_c 9.0"]]
+    assert "| linear_probe | mnist5k   | smoke    | lpvae-h2: linear_c 1.0; vae: linear_c 9.0 |" in \
+        render(report, "markdown")
+    alike = build(mixed, compare=[("vae", "lpvae-h2")])
+    assert "settings" not in {s.key for s in alike.sections}
