@@ -331,7 +331,7 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
     from tabulate import tabulate
     from .metrics import summary_metrics
     from .runs import resolve_device, unconverged
-    from .suites import load_suite, only_learners, run_suite
+    from .suites import asked_values, load_suite, only_learners, run_suite
     ray = ray_options(ray_address, device, jobs, cpus_per_cell, gpus_per_cell, checkpoint_every)
     if ray is None:
         resolve_device(device)
@@ -342,11 +342,10 @@ def suite(suite_file, rerun, only, device, tracking_uri, results_dir, data_root,
                    f"others and reuses these", err=True)
     outcomes = run_suite(spec, results_dir=results_dir, rerun=rerun, device=device, tracking_uri=tracking_uri,
                          progress=not quiet, data_root=data_root, jobs=jobs, ray=ray)
-    measured = {m for o in outcomes for m in (o.get("record") or {}).get("metrics", {})}
-    columns = [m for m in summary_metrics() if m != "nonlinear_probe" and m in measured]
-    rows = [[str(o["cell"]), o["status"]] + [_fmt(o.get("record", {}).get("metrics", {}), k,
-                                                  unconverged(o.get("record") or {})) for k in columns]
-            + [o.get("error", "")] for o in outcomes]
+    values = [asked_values(spec, o["cell"], (o.get("record") or {}).get("metrics", {})) for o in outcomes]
+    columns = [m for m in summary_metrics() if m != "nonlinear_probe" and any(m in v for v in values)]
+    rows = [[str(o["cell"]), o["status"]] + [_fmt(v, k, unconverged(o.get("record") or {})) for k in columns]
+            + [o.get("error", "")] for o, v in zip(outcomes, values)]
     click.echo(tabulate(rows, headers=["cell", "status"] + columns + ["error"], tablefmt="github",
                         disable_numparse=True))
     failed = [o for o in outcomes if o["status"] == "FAILED"]

@@ -316,6 +316,13 @@ def battery_of(battery: dict, cell):
     return battery_for(cell.preset, battery)
 
 
+def asked_values(suite: Suite, cell, metrics: dict) -> dict:
+    """The values of a cell's record that the suite's battery measures on it: a reused run may hold more, measured
+    with other settings, which the suite's summary must not show as its own."""
+    cfg = battery_of(suite.battery, cell)
+    return {k: v for k, v in metrics.items() if measures(cfg, k)}
+
+
 def measures(cfg, name: str) -> bool:
     """Whether a battery records the value `name` (linear_probe.labels_600 only with 600 among its label counts)."""
     import re

@@ -617,3 +617,16 @@ def test_a_partial_suite_is_refused_as_partial_even_when_no_group_is_whole(ran, 
         write_baseline(suite, copy)
     with pytest.raises(RepbenchError, match=r"no finished runs of suite 'tiny'"):
         write_baseline(suite, tmp_path / "nothing")
+
+
+def test_the_summary_shows_only_what_the_suite_measures(tmp_path):
+    # a reused run may hold values the suite did not ask for, measured with settings it never chose
+    base = ["--results-dir", str(tmp_path), "-q"]
+    cell = "learners: [vae]\ndatasets: [synthetic]\npresets: [smoke]\n"
+    (tmp_path / "both.yaml").write_text(f"name: both\n{cell}metrics: [bpd, intrinsic_dim]\n")
+    (tmp_path / "bpd.yaml").write_text(f"name: bpd\n{cell}metrics: [bpd]\n")
+    first = CliRunner().invoke(cli, ["suite", str(tmp_path / "both.yaml")] + base, catch_exceptions=False)
+    assert first.exit_code == 0 and "intrinsic_dim" in first.output, first.output
+    again = CliRunner().invoke(cli, ["suite", str(tmp_path / "bpd.yaml")] + base, catch_exceptions=False)
+    header = next(line for line in again.output.splitlines() if line.startswith("| cell"))
+    assert again.exit_code == 0 and "REUSED" in again.output and "bpd" in header and "intrinsic_dim" not in header
