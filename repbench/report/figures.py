@@ -32,6 +32,7 @@ def draw_figures(df: pd.DataFrame, folder: Path | None, spectra_path: Path | Non
                         plots.spectrum_plot(spectra, path, id_threshold(df), ids=ids)))
     if folder is None:
         return out
+    Path(folder).mkdir(parents=True, exist_ok=True)  # made above only where spectra were drawn
     points, skipped = probe_mi_points(df)
     if points:
         out.append(("Linear probe against mutual information, one point per learner and training seed" +

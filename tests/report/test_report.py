@@ -254,3 +254,11 @@ def test_rows_measured_with_other_settings_are_named_and_not_compared(mixed):
         render(report, "markdown")
     alike = build(mixed, compare=[("vae", "lpvae-h2")])
     assert "settings" not in {s.key for s in alike.sections}
+
+
+def test_figures_go_into_a_new_folder_when_no_run_has_a_spectrum(mixed, tmp_path):
+    # the folder had been made only for the spectra: runs without one (no intrinsic_dim measured) left the
+    # training curves a folder that did not exist, and the page's report a traceback
+    report = build([{**r, "_spectrum": []} for r in mixed], figures_dir=tmp_path / "new" / "figures")
+    assert (tmp_path / "new" / "figures" / "curves.png").exists()
+    assert any(path.name == "curves.png" for _, path in report.figures)
