@@ -272,9 +272,10 @@ def classifier_table(df: pd.DataFrame, paper: list[dict] | None, cells: Cells) -
 
 
 def compare_table(df: pd.DataFrame, pairs, cells: Cells) -> Section | None:
-    """b - a for each pair and summary metric, and for each probe with the fewest labels (where a representation
-    is most likely to differ), with Welch's 95% interval across training seeds. Only values a table would show
-    as a number are compared: a side whose seeds did not converge or were measured differently is named."""
+    """b - a for each pair and summary metric, for each probe with the fewest labels (where a representation
+    is most likely to differ) and for the accuracy of learners' own classifiers (Table 6), with Welch's 95%
+    interval across training seeds. Only values a table would show as a number are compared: a side whose seeds
+    did not converge or were measured differently is named."""
     from .stats import welch
     if not pairs:
         return None
@@ -284,10 +285,11 @@ def compare_table(df: pd.DataFrame, pairs, cells: Cells) -> Section | None:
     rows = []
     for a, b in pairs:
         for (dataset, preset), g in df.groupby(["dataset", "preset"], sort=False):
-            for m in summary_metrics() + fewest:
+            for m in summary_metrics() + fewest + ["classifier_accuracy"]:
                 sides = [cells.row(x, dataset, preset, m) for x in (a, b)]
-                if None in sides:
-                    continue
+                if None in sides or (m == "classifier_accuracy" and
+                                     any(r["status"] == "not_applicable" for r in sides)):
+                    continue  # a learner without a classifier has no Table 6 value to compare
                 bad = [f"{x}: {STATUS_TEXT[r['status']]}" for x, r in zip((a, b), sides) if r["status"] != "ok"]
                 if bad:
                     rows.append([f"{b} − {a}", dataset, preset, m, "—", Stat(NOT_MEASURED), "not compared (" +

@@ -262,3 +262,16 @@ def test_figures_go_into_a_new_folder_when_no_run_has_a_spectrum(mixed, tmp_path
     report = build([{**r, "_spectrum": []} for r in mixed], figures_dir=tmp_path / "new" / "figures")
     assert (tmp_path / "new" / "figures" / "curves.png").exists()
     assert any(path.name == "curves.png" for _, path in report.figures)
+
+
+def test_the_classifiers_accuracy_is_compared_only_where_learners_have_one(mixed):
+    # Table 6's headline gets its Welch interval like the summary metrics; a learner without a classifier
+    # (its value does not apply) gets no row
+    m2 = [record(lr, "mnist5k", s, classifier_accuracy=acc[s]) for lr, acc in
+          (("m2-h0", (70.0, 71.0)), ("m2-h1", (60.0, 62.0))) for s in (0, 1)]
+    rows = {r[3]: r for r in section(build(m2, compare=[("m2-h0", "m2-h1")]), "compare").rows}
+    assert rows["classifier_accuracy"][5].text == "-9.5" and rows["classifier_accuracy"][4] == "2 / 2"
+    from repbench.report.stats import NOT_APPLICABLE
+    plain = [{**r, "classifier_accuracy": NOT_APPLICABLE} for r in mixed]   # as table_values reads a None
+    rows = section(build(plain, compare=[("vae", "lpvae-h2")]), "compare").rows
+    assert rows and not [r for r in rows if r[3] == "classifier_accuracy"]
