@@ -276,8 +276,11 @@ def print_result(record: dict, only=None, tracking_uri: str | None = None) -> No
         click.echo(f"warning: {', '.join(sorted(n for n in flagged if n in metrics and not n.endswith('_std')))}: "
                    f"the probe's solver stopped before converging (measured_with.*.fits); these values fail "
                    f"`repbench check` and show as unconverged in reports", err=True)
-    if record.get("timings_s"):
-        click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in record["timings_s"].items()))
+    # a metric that reads shared steps (likelihood, extract, probes) takes no time of its own: a column of 0.0
+    # read as if nothing had been timed
+    timed = {k: v for k, v in (record.get("timings_s") or {}).items() if round(v, 1) > 0}
+    if timed:
+        click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timed.items()))
     if record.get("mlflow_run_id"):
         click.echo(f"MLflow run {record['mlflow_run_id']}{run_link(record['mlflow_run_id'], tracking_uri)}")
     if record.get("tracking_error"):

@@ -232,9 +232,11 @@ def find_run(results_dir: Path, ref: str) -> Path:
     """A run folder by MLflow run id, folder name, a unique prefix of either, or its path."""
     if "/" in ref:  # a path, as a shell completes it (no folder name has a slash): a run of this results folder
         folder, runs_root = Path(ref).resolve(), (Path(results_dir) / "runs").resolve()
-        if folder.parent != runs_root or not (folder / "run.json").exists():
-            raise RepbenchError(f"{ref} is not a run folder under {runs_root} (give --results-dir of the results "
-                                f"folder it is in)")
+        if not (folder / "run.json").exists():
+            raise RepbenchError(f"{ref} is not a run folder (it has no run.json); runs are under {runs_root}")
+        if folder.parent != runs_root:
+            raise RepbenchError(f"{ref} is a run of another results folder than {runs_root.parent}: give "
+                                f"--results-dir {folder.parent.parent}")
         return folder
     runs = [f for f in sorted((Path(results_dir) / "runs").glob("*")) if (f / "run.json").exists()]
     exact = [f for f in runs if f.name == ref or read_json(f / "run.json").get("mlflow_run_id") == ref]

@@ -111,12 +111,14 @@ def run(spec: RunSpec) -> dict:
     tune_malloc()  # before the run allocates tensors: see malloc.py
     device = resolve_device(spec.device)
     learner = plan(spec, device)
-    runs_root = check_results_dir(spec.results_dir) / "runs"
-    with configuration_lock(runs_root, run_prefix(learner, spec.dataset, spec.augment)):
+    runs_root, prefix = check_results_dir(spec.results_dir) / "runs", run_prefix(learner, spec.dataset, spec.augment)
+    with configuration_lock(runs_root, prefix):
         finished, folder, resume = look_up(spec, learner)
         if finished is None:  # under the lock until run.json says RUNNING: a second process then sees this run
             data = load_data(spec, learner)
             spec.battery.check_data(data)
+            # a new run's folder only now: data that cannot be loaded or settings it rules out leave none behind
+            folder = folder or new_run_folder(runs_root, prefix)
             rec = Recorder.open(spec, learner, folder, device, data)
     if finished is not None:  # before any data is loaded: reusing a finished cell should cost nothing
         return complete(finished, spec, device)
@@ -128,8 +130,8 @@ def run(spec: RunSpec) -> dict:
 
 
 def look_up(spec: RunSpec, learner) -> tuple[Path | None, Path | None, bool]:
-    """(a finished run to complete instead of training, when `reuse` allows it; else None, the folder to train
-    in, and whether that is an interrupted run to continue rather than a new one). Orphaned runs are settled and
+    """(a finished run to complete instead of training, when `reuse` allows it; else None, the interrupted run's
+    folder to continue in (None: a new run), and whether there is one). Orphaned runs are settled and
     MLflow brought in line first, so that what is found is how things stand."""
     prefix = run_prefix(learner, spec.dataset, spec.augment)
     runs_root = check_results_dir(spec.results_dir) / "runs"
@@ -142,7 +144,7 @@ def look_up(spec: RunSpec, learner) -> tuple[Path | None, Path | None, bool]:
     if spec.resume is True and folder is None:
         raise RepbenchError(f"--resume: nothing to continue for {run_name(learner, spec.dataset)} with these "
                             f"options under {runs_root}: {why_not}")
-    return None, folder or new_run_folder(runs_root, prefix), folder is not None
+    return None, folder, folder is not None
 
 
 def train(learner, data: ImageData, spec: RunSpec, rec: Recorder, resume: bool) -> None:

@@ -209,8 +209,11 @@ CASES = [
     # ---- eval
     ("eval-neither", ["eval"], 2, r"give exactly one of --run RUN_ID, --checkpoint PATH and --features FILE.npz", None),
     ("eval-no-such-run", ["eval", "--run", "nosuchrun"], 2, r"no run 'nosuchrun'", None),
+    ("eval-run-path-not-a-run", ["eval", "--run", "{tmp}/"], 2,
+     r"is not a run folder \(it has no run.json\); runs are under .*results/runs", None),
     ("eval-run-path-elsewhere", ["eval", "--run", "{tmp}/other/runs/{run}"], 2,
-     r"other/runs/.* is not a run folder under .*results/runs \(give --results-dir of the results folder", None),
+     r"other/runs/.* is a run of another results folder than .*/results: give --results-dir .*/other$",
+     lambda t, r: shutil.copytree(r, t / "other" / "runs" / r.name) and ""),
     ("eval-missing-checkpoint", ["eval", "--checkpoint", "{tmp}/none.pt"], 2, r"does not exist", None),
     ("eval-other-dataset", ["eval", "--run", "{run}", "--dataset", "mnist5k"], 2, r"was trained on synthetic", None),
     ("eval-swapped-learner", ["eval", "--run", "{x}"], 2, r"holds learner 'pca', not 'vae'", swapped_checkpoint),
@@ -410,6 +413,7 @@ def test_bad_input_is_one_clear_line(case, finished, tmp_path, monkeypatch):
     run = next((results / "runs").iterdir())
     extra = setup(tmp_path, run) if setup else ""
     before = sorted(p.name for p in tmp_path.iterdir())
+    runs_before = sorted(p.name for p in (results / "runs").iterdir())
     args = [a.format(results=results, tmp=tmp_path, run=run.name, x=extra) for a in argv]
     if "--results-dir" not in args and args[0] in ("run", "eval", "suite", "report", "check", "ui"):
         args += ["--results-dir", str(results)]
@@ -422,6 +426,8 @@ def test_bad_input_is_one_clear_line(case, finished, tmp_path, monkeypatch):
     assert re.search(pattern, lines[0]), lines[0]
     assert_nothing_left_running(results)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written outside the results folder
+    if (results / "runs").exists():  # and no run folder for a run that never started
+        assert sorted(p.name for p in (results / "runs").iterdir()) == runs_before
 
 
 def assert_nothing_left_running(results: Path) -> None:

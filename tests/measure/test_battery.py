@@ -161,7 +161,9 @@ def test_eval_reruns_selected_metrics_on_a_run(tmp_path):
     assert "linear_probe" in out.output and "intrinsic_dim" in out.output
     # what was asked for is shown, with this evaluation's timings; the earlier metrics stay in the record
     assert "| bpd " not in out.output and "other metrics of this run are in" in out.output
-    assert "likelihood" not in out.output.split("seconds:")[1].splitlines()[0]
+    seconds = out.output.split("seconds:")[1].splitlines()[0]
+    assert "likelihood" not in seconds and "probes" in seconds
+    assert not [t for t in seconds.split(",") if t.endswith(" 0.0")], seconds  # shared steps' metrics left out
     after = json.loads((folder / "metrics.json").read_text())
     assert after["metrics"]["bpd"] == before["metrics"]["bpd"] and "linear_probe" in after["metrics"]
     from mlflow.tracking import MlflowClient
