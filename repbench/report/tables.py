@@ -166,11 +166,11 @@ def records_from_mlflow(tracking_uri: str, experiment: str, tags: dict[str, str]
 
 
 def _mlflow_row(client, r, history: bool) -> dict:
-    from ..files import read_json
-    from ..runs import unconverged
+    from ..runs import read_record, unconverged
     t = r.data.tags
     folder = Path(t.get("run_folder", "/nonexistent"))
-    record = read_json(folder / "metrics.json")
+    # read as strictly as a suite's report reads it: a damaged record here would lose its values' settings
+    record = read_record(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
     if record:
         record["_folder"] = str(folder)
     steps = record.get("history") or []

@@ -190,8 +190,9 @@ def test_measuring_again_repairs_an_unreadable_record_whole(tmp_path):
     kept = ("name", "learner", "display_name", "dataset", "preset", "seed", "history", "metrics")
     for repair in (["eval", "--run", folder.name, "--metrics", "bpd,intrinsic_dim"], ["suite", str(suite)]):
         (folder / "metrics.json").write_text('{"metrics": {"bpd"')
-        out = runner.invoke(cli, ["report", "--suite", str(suite), "--results-dir", str(tmp_path)])
-        assert out.exit_code == 2 and f"measure it again (`repbench eval --run {folder.name}`" in out.stderr
+        for report in (["report", "--suite", str(suite)], ["report"]):  # the run folders, MLflow's runs
+            out = runner.invoke(cli, report + ["--results-dir", str(tmp_path)])
+            assert out.exit_code == 2 and f"measure it again (`repbench eval --run {folder.name}`" in out.stderr
         out = runner.invoke(cli, repair + base, catch_exceptions=False)
         assert out.exit_code == 0, out.output
         again = json.loads((folder / "metrics.json").read_text())
