@@ -253,7 +253,7 @@ def print_result(record: dict, only=None, tracking_uri: str | None = None) -> No
     """The record's metrics as a table (with `only`: those metrics' values alone), timings, MLflow run. A probe
     whose solver did not converge says so beside its number, which no table or gate takes."""
     from tabulate import tabulate
-    from .metrics import metric_info, entry_of
+    from .metrics import METRICS, metric_info, entry_of
     from .runs import unconverged
     metrics, settings, flagged = record["metrics"], record.get("measured_with", {}), unconverged(record)
     rows = []
@@ -276,9 +276,9 @@ def print_result(record: dict, only=None, tracking_uri: str | None = None) -> No
         click.echo(f"warning: {', '.join(sorted(n for n in flagged if n in metrics and not n.endswith('_std')))}: "
                    f"the probe's solver stopped before converging (measured_with.*.fits); these values fail "
                    f"`repbench check` and show as unconverged in reports", err=True)
-    # a metric that reads shared steps (likelihood, extract, probes) takes no time of its own: a column of 0.0
-    # read as if nothing had been timed
-    timed = {k: v for k, v in (record.get("timings_s") or {}).items() if round(v, 1) > 0}
+    # the shared steps (likelihood, extract, probes) always; a metric that only reads them takes no time of its
+    # own, and a column of 0.0 read as if nothing had been timed
+    timed = {k: v for k, v in (record.get("timings_s") or {}).items() if k not in METRICS or round(v, 1) > 0}
     if timed:
         click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timed.items()))
     if record.get("mlflow_run_id"):

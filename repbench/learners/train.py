@@ -126,6 +126,7 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
     (D ln 2 turns it into bits/dim). `train_x`/`test_x` are uint8 tensors already on the module's device.
     `augment` transforms training batches only, with a generator seeded by (seed, epoch) so resumes repeat it.
     `curves` adds values of the test images to the history every `cfg.curve_every` epochs and at the last.
+    `on_epoch` gets each epoch's record after its checkpoint, and on a resume the last restored epoch's again.
     `train_x` may be a tuple of aligned tensors, images first (see TrainData)."""
     device = images_of(train_x).device
     opt = make_optimizer(module, cfg.lr, device)
@@ -133,6 +134,10 @@ def train(module: torch.nn.Module, loss_fn: LossFn, train_x: torch.Tensor, *, cf
         checkpoint.exists() else ([], 0)
     if start == 0:
         torch.manual_seed(seeds.training(seed))
+    elif history and on_epoch is not None:
+        # the last restored epoch again: an interruption between its checkpoint and its on_epoch kept it from
+        # the tracker, which would then lack that epoch for good
+        on_epoch(history[-1])
     for epoch in range(start + 1, cfg.epochs + 1):
         record = {"epoch": epoch, "train_loss": one_epoch(module, opt, loss_fn, train_x, cfg, seed, epoch, checkpoint,
                                                           progress, augment, nats_per_unit)}

@@ -111,6 +111,8 @@ class Recorder:
 
     def log_epoch(self, record: dict) -> None:
         self.tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        if record["epoch"] <= (self.state.get("epochs_done") or 0):  # a resume's last restored epoch, sent again
+            return
         self.note_epoch(record)
         if self.spec.checkpoint_every and record["epoch"] % self.spec.checkpoint_every == 0:
             self.upload_checkpoint()

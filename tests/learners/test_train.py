@@ -48,6 +48,23 @@ def test_resume_after_interruption_matches_uninterrupted(synthetic, tmp_path):
     assert resumed.history == full.history
 
 
+def test_a_resume_sends_the_last_restored_epoch_again(synthetic, tmp_path):
+    # stopped after epoch 2's checkpoint but before its on_epoch (a tracker's log): the resume sends it, so the
+    # tracker has every epoch (a Ctrl-C test on a Ray cluster once found 19 of 20)
+    x, sent = synthetic.train_x[:200], []
+
+    def stop_at_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+        sent.append(record["epoch"])
+    with pytest.raises(KeyboardInterrupt):
+        tiny("vae", **OPTS).fit(x, checkpoint=tmp_path / "run.pt", progress=False, on_epoch=stop_at_2)
+    assert load_checkpoint(tmp_path / "run.pt")["epoch"] == 2 and sent == [1]
+    resumed = tiny("vae", **OPTS).fit(x, checkpoint=tmp_path / "run.pt", resume=True, progress=False,
+                                      on_epoch=lambda r: sent.append(r["epoch"]))
+    assert sent == [1, 2, 3] and [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):
     learner = tiny("vae", **OPTS)
     real_loss, calls = learner.loss, {"n": 0}
