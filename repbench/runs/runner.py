@@ -194,12 +194,13 @@ def complete(folder: Path, spec: RunSpec, device: torch.device) -> dict:
     """A finished run of this configuration: measure the metrics it lacks or measured with other settings
     (from the cached representations, without training), tag it with this suite, and return it as REUSED."""
     rec = Recorder.attach(spec, folder)
-    todo = rec.stored().missing(spec.battery)
+    old = rec.stored()
+    todo = old.missing(spec.battery)
     if not todo:
         rec.add_tags(spec.tags)
-        return rec.result(rec.stored(), "REUSED")
+        return rec.result(old, "REUSED")
     learner = learner_from_params(rec.state["params"], device).load(folder / "checkpoint.pt")
-    old = rec.stored(learner.history)
+    old = rec.stored(learner.history)  # a damaged record is rebuilt with the checkpoint's training history
     data = load_data(spec, learner)
     cfg = replace(spec.battery, metrics=tuple(todo))
     cfg.check_data(data)
