@@ -195,7 +195,8 @@ def run(model, h, dataset, preset, seed, epochs, options, device, tracking_uri, 
 
 
 @cli.command(name="eval")
-@click.option("--run", "run_ref", default=None, help="MLflow run id, run folder name (a unique prefix will do) or run folder path.")
+@click.option("--run", "run_ref", default=None,
+              help="MLflow run id, run folder name (a unique prefix will do) or run folder path.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Any repbench checkpoint instead.")
 @click.option("--features", type=click.Path(path_type=Path), default=None,
               help="Representations made elsewhere: an .npz with train, train_y, test, test_y (N x d floats, "

@@ -5,5 +5,5 @@ from .runner import latest_results, run_suite
 from .cluster import RayOptions
 from .gate import check_suite, write_baseline
 
-__all__ = ["Cell", "FeatureCell", "Suite", "asked_values", "load_suite", "only_learners", "suite_command", "latest_results",
-           "run_suite", "RayOptions", "check_suite", "write_baseline"]
+__all__ = ["Cell", "FeatureCell", "Suite", "asked_values", "load_suite", "only_learners", "suite_command",
+           "latest_results", "run_suite", "RayOptions", "check_suite", "write_baseline"]
